@@ -1,0 +1,568 @@
+"""A Dramatiq broker on PostgreSQL (psycopg 3).
+
+Jobs live in ``receiptq.jobs``; a consumer claims a batch of ready jobs in one
+statement (``FOR UPDATE SKIP LOCKED``, priority order), holds them under a lease
+that the process's heartbeat extends, and acks them in batches. Delays stay in
+the table (``run_at``): Dramatiq's delay queues are declared for compatibility
+but their consumers never touch the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from dramatiq.broker import Broker, Consumer, MessageProxy
+from dramatiq.common import dq_name, q_name
+from dramatiq.errors import QueueJoinTimeout, QueueNotFound
+from dramatiq.message import Message
+from dramatiq.middleware import Middleware, Retries
+from psycopg_pool import ConnectionPool
+
+from receiptq import db
+from receiptq.config import database_url, env_float, env_int, validate_queue_name
+from receiptq.pg.flusher import Flusher
+from receiptq.pg.heartbeat import Heartbeat, new_worker_id
+from receiptq.pg.listener import Listener
+from receiptq.pg.messages import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    JobRow,
+    MessageError,
+    decode_message,
+    job_row,
+)
+
+__all__ = ["MessageError", "PostgresBroker"]
+
+logger = logging.getLogger(__name__)
+
+#: Lease on a claimed job (s); the heartbeat renews it every lease/3.
+DEFAULT_LEASE_S = 30.0
+#: How often an idle consumer looks for work without a notification (ms).
+DEFAULT_POLL_INTERVAL_MS = 500
+#: Connections in the process's pool.
+DEFAULT_POOL_MAX_SIZE = 6
+#: Dramatiq's Retries default, used when no Retries middleware says otherwise.
+DEFAULT_MAX_RETRIES = 20
+
+
+class JobProxy(MessageProxy):
+    """A message handed out by the broker, with the delivery it belongs to."""
+
+    def __init__(self, message: Message[Any], *, job_id: int, attempt: int, due_at: float) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.attempt = attempt
+        self.due_at = due_at
+        self.started_at: float | None = None
+
+
+class _DeliveryClock(Middleware):
+    """Notes when each delivery starts running (for latency and run-time stats)."""
+
+    def before_process_message(self, broker: Broker, message: Any) -> None:
+        if isinstance(message, JobProxy):
+            message.started_at = time.time()
+
+
+class PostgresBroker(Broker):
+    """A Dramatiq broker whose queues, delays, leases and dead letters live in PostgreSQL.
+
+    Parameters:
+      url(str): PostgreSQL URL. Default: ``RECEIPTQ_DATABASE_URL``, then
+        ``DATABASE_URL``, then the embedded PostgreSQL under ``RECEIPTQ_HOME``.
+      middleware(list[Middleware]): as for :class:`dramatiq.Broker`.
+      lease_s(float): lease of a claimed job, in seconds (``RECEIPTQ_LEASE_S``, 30).
+      poll_interval_ms(int): idle polling interval (``RECEIPTQ_POLL_INTERVAL_MS``, 500).
+      pool_max_size(int): connections in this process's pool (``RECEIPTQ_POOL_MAX_SIZE``, 6).
+      max_message_bytes(int): largest encoded message (``RECEIPTQ_MAX_MESSAGE_BYTES``, 1 MiB).
+      listen(bool): use LISTEN/NOTIFY wake-ups (``RECEIPTQ_LISTEN``, on); off behind
+        a pooler in transaction mode.
+      ack_flush_ms(int): how long acks are batched, at most (``RECEIPTQ_ACK_FLUSH_MS``, 5).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        middleware: list[Middleware] | None = None,
+        lease_s: float | None = None,
+        poll_interval_ms: int | None = None,
+        pool_max_size: int | None = None,
+        max_message_bytes: int | None = None,
+        listen: bool | None = None,
+        ack_flush_ms: int | None = None,
+    ) -> None:
+        super().__init__(middleware=middleware)
+        self.url = database_url(url)
+        self.lease_s = lease_s or env_float("RECEIPTQ_LEASE_S", DEFAULT_LEASE_S)
+        self.poll_interval_s = (
+            poll_interval_ms or env_int("RECEIPTQ_POLL_INTERVAL_MS", DEFAULT_POLL_INTERVAL_MS)
+        ) / 1000
+        self.pool_max_size = pool_max_size or env_int("RECEIPTQ_POOL_MAX_SIZE", DEFAULT_POOL_MAX_SIZE)
+        self.max_message_bytes = max_message_bytes or env_int(
+            "RECEIPTQ_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES
+        )
+        self.listen = listen if listen is not None else os.environ.get("RECEIPTQ_LISTEN", "1") != "0"
+        self.queues: dict[str, None] = {}
+        self.worker_id = new_worker_id()
+        self._ack_flush_ms = ack_flush_ms or env_int("RECEIPTQ_ACK_FLUSH_MS", 5)
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._pool: ConnectionPool | None = None
+        self._flusher = Flusher(self._get_pool, ack_flush_ms=self._ack_flush_ms)
+        self._listener: Listener | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._consumers: set[_PostgresConsumer] = set()
+        self._retried: set[str] = set()  # message ids re-queued while being delivered here
+        self._local = threading.local()
+        self.add_middleware(_DeliveryClock())
+
+    # -- connections ------------------------------------------------------------------
+
+    def _get_pool(self) -> ConnectionPool:
+        """This process's pool, opened on first use (and anew after a fork)."""
+        if self._pool is None or self._pid != os.getpid():
+            with self._lock:
+                if self._pool is None or self._pid != os.getpid():
+                    self._pid = os.getpid()
+                    self.worker_id = new_worker_id()
+                    self._pool = db.open_pool(self.url, max_size=self.pool_max_size)
+        return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for one statement: the caller's transaction if one is bound
+        with :meth:`transaction`, else one from the pool (autocommit)."""
+        bound = getattr(self._local, "conn", None)
+        if bound is not None:
+            yield bound
+        else:
+            with self._get_pool().connection() as conn:
+                yield conn
+
+    @contextmanager
+    def transaction(self, conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+        """Send messages inside the caller's own transaction on ``conn``.
+
+        Inside the block, ``actor.send(...)`` (and :meth:`enqueue_many`) write
+        on ``conn`` without committing, so the jobs commit or roll back with the
+        caller's own rows::
+
+            with psycopg.connect(url) as conn, conn.transaction(), broker.transaction(conn):
+                conn.execute("INSERT INTO receipts ...")
+                process_receipt.send(receipt_id)
+        """
+        previous = getattr(self._local, "conn", None)
+        self._local.conn = conn
+        try:
+            yield conn
+        finally:
+            self._local.conn = previous
+
+    # -- queues -----------------------------------------------------------------------
+
+    def declare_queue(self, queue_name: str) -> None:
+        validate_queue_name(queue_name)
+        if queue_name in self.queues:
+            return
+        self.emit_before("declare_queue", queue_name)
+        self.queues[queue_name] = None
+        self.emit_after("declare_queue", queue_name)
+        delayed = dq_name(queue_name)
+        self.delay_queues.add(delayed)
+        self.emit_after("declare_delay_queue", delayed)
+
+    def _require_queue(self, queue_name: str) -> str:
+        canonical = q_name(queue_name)
+        if canonical not in self.queues:
+            raise QueueNotFound(queue_name)
+        return canonical
+
+    # -- sending ----------------------------------------------------------------------
+
+    def _max_retries(self, actor_name: str) -> int | None:
+        actor = self.actors.get(actor_name)
+        if actor is not None and "max_retries" in actor.options:
+            return actor.options["max_retries"]
+        for middleware in self.middleware:
+            if isinstance(middleware, Retries):
+                return middleware.max_retries
+        return DEFAULT_MAX_RETRIES
+
+    def _row(self, message: Message[Any], delay: int | None) -> JobRow:
+        actor = self.actors.get(message.actor_name)
+        return job_row(
+            message,
+            delay_ms=delay,
+            actor_priority=actor.priority if actor is not None else 0,
+            max_retries=self._max_retries(message.actor_name),
+            max_bytes=self.max_message_bytes,
+        )
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        """Store a message as a job, due now or after ``delay`` ms.
+
+        Raises:
+          MessageError: the message cannot be stored (not JSON, too large, bad option).
+          QueueNotFound: the queue was never declared on this broker.
+        """
+        self._require_queue(message.queue_name)
+        row = self._row(message, delay)
+        message = message.copy(queue_name=row.queue)
+        self.emit_before("enqueue", message, delay)
+        with self.connection() as conn:
+            stored = db.fetch_one(conn, "job_enqueue", row.params())
+        if stored is None:
+            logger.info("dropped message %s: unique_key %r is queued or running",
+                        row.message_id, row.unique_key)
+        elif stored["requeued"]:
+            self._retried.add(row.message_id)
+        else:
+            self._flusher.count(row.queue, row.actor, enqueued=1)
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    def enqueue_many(self, messages: Sequence[Message[Any]], *, delay: int | None = None) -> int:
+        """Store many new messages in one statement; return how many were stored.
+
+        Every message is validated before anything is written. Messages whose id
+        or ``unique_key`` is already queued or running are dropped. Middleware
+        ``before_enqueue``/``after_enqueue`` hooks run for each message.
+        """
+        if not messages:
+            return 0
+        rows = []
+        for message in messages:
+            self._require_queue(message.queue_name)
+            rows.append(self._row(message, delay))
+        for message in messages:
+            self.emit_before("enqueue", message, delay)
+        columns = {
+            "message_ids": [r.message_id for r in rows],
+            "queues": [r.queue for r in rows],
+            "actors": [r.actor for r in rows],
+            "priorities": [r.priority for r in rows],
+            "run_ats": [r.run_at for r in rows],
+            "delays_s": [r.delay_s for r in rows],
+            "max_attempts": [r.max_attempts for r in rows],
+            "tiers": [r.tier for r in rows],
+            "user_ids": [r.user_id for r in rows],
+            "unique_keys": [r.unique_key for r in rows],
+            "messages": [r.message for r in rows],
+        }
+        with self.connection() as conn:
+            stored = len(db.fetch_all(conn, "job_enqueue_many", columns))
+        for message in messages:
+            self.emit_after("enqueue", message, delay)
+        counts: dict[tuple[str, str], int] = {}
+        for r in rows:
+            counts[r.queue, r.actor] = counts.get((r.queue, r.actor), 0) + 1
+        for (queue, actor), n in counts.items():
+            self._flusher.count(queue, actor, enqueued=n)
+        return stored
+
+    # -- consuming --------------------------------------------------------------------
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Consumer:
+        canonical = self._require_queue(queue_name)
+        if canonical != queue_name:
+            return _DelayQueueConsumer(timeout)
+        self._start_worker_services()
+        consumer = _PostgresConsumer(self, queue_name, prefetch, timeout)
+        with self._lock:
+            self._consumers.add(consumer)
+        return consumer
+
+    def _start_worker_services(self) -> None:
+        with self._lock:
+            if self.listen and self._listener is None:
+                self._listener = Listener(self.url, self._wake)
+            if self._heartbeat is None:
+                self._heartbeat = Heartbeat(
+                    self._get_pool,
+                    worker_id=self.worker_id,
+                    lease_s=self.lease_s,
+                    interval_s=max(self.lease_s / 3, 0.2),
+                    status=self._worker_status,
+                )
+
+    def _worker_status(self) -> tuple[list[str], int]:
+        with self._lock:
+            consumers = list(self._consumers)
+        queues = sorted({c.queue_name for c in consumers})
+        return queues, sum(c.outstanding for c in consumers)
+
+    def _wake(self, queue_name: str) -> None:
+        with self._lock:
+            consumers = [c for c in self._consumers if c.queue_name == queue_name]
+        for consumer in consumers:
+            consumer.wake()
+
+    def _forget(self, consumer: _PostgresConsumer) -> None:
+        with self._lock:
+            self._consumers.discard(consumer)
+
+    def claim(self, queue_name: str, limit: int) -> list[JobProxy]:
+        """Claim up to ``limit`` ready jobs of a queue for this process.
+
+        Rows that cannot become messages go straight to the dead letters.
+        """
+        params = {"queue": queue_name, "limit": limit, "worker_id": self.worker_id, "lease_s": self.lease_s}
+        with self._get_pool().connection() as conn:
+            rows = db.fetch_all(conn, "job_claim_batch", params)
+        rows.sort(key=lambda r: (r["priority"], r["run_at"], r["id"]))
+        proxies = []
+        for row in rows:
+            try:
+                message = decode_message(row["message"])
+            except MessageError as exc:
+                logger.error("job %s has an undecodable message; dead-lettering it", row["id"])
+                self._dead_letter(row["id"], row["attempt"], "undecodable", exc, None)
+                continue
+            proxies.append(JobProxy(message, job_id=row["id"], attempt=row["attempt"], due_at=row["due_at"]))
+        return proxies
+
+    def seconds_until_due(self, queue_name: str) -> float | None:
+        with self._get_pool().connection() as conn:
+            row = db.fetch_one(conn, "job_seconds_until_due", {"queue": queue_name})
+        return None if row is None else row["seconds"]
+
+    def _timings(self, message: JobProxy) -> tuple[float | None, float | None]:
+        if message.started_at is None:
+            return None, None
+        run_ms = max(0.0, (time.time() - message.started_at) * 1000)
+        latency_ms = max(0.0, (message.started_at - message.due_at) * 1000)
+        return run_ms, latency_ms
+
+    def finish(self, message: JobProxy) -> None:
+        """Ack: the delivery is over (succeeded, or failed and re-queued by a retry)."""
+        self._flusher.ack(message.job_id, message.attempt)
+        run_ms, latency_ms = self._timings(message)
+        failed = message._exception is not None
+        retried = message.message_id in self._retried
+        if retried:
+            self._retried.discard(message.message_id)
+        if failed:
+            self._flusher.finished(message.queue_name, message.actor_name, outcome="failed",
+                                   run_ms=run_ms, latency_ms=latency_ms)
+            if retried:
+                self._flusher.count(message.queue_name, message.actor_name, retried=1)
+        else:
+            self._flusher.finished(message.queue_name, message.actor_name, outcome="succeeded",
+                                   run_ms=run_ms, latency_ms=latency_ms)
+
+    def bury(self, message: JobProxy) -> None:
+        """Nack: move the delivery to the dead letters with its error."""
+        exception = message._exception
+        reason = "failed"
+        if exception is not None and type(exception).__name__ == "ActorNotFound":
+            reason = "unknown actor"
+        self._dead_letter(message.job_id, message.attempt, reason, exception,
+                          message.options.get("traceback"))
+        self._retried.discard(message.message_id)
+        run_ms, latency_ms = self._timings(message)
+        self._flusher.finished(message.queue_name, message.actor_name,
+                               outcome="failed" if exception is not None else "dead_lettered",
+                               run_ms=run_ms, latency_ms=latency_ms)
+        if exception is not None:
+            self._flusher.count(message.queue_name, message.actor_name, dead_lettered=1)
+
+    def _dead_letter(self, job_id: int, attempt: int, reason: str, exception: BaseException | None,
+                     tb: str | None) -> None:
+        if tb is None and exception is not None:
+            tb = "".join(traceback.format_exception(exception))
+        params = {
+            "id": job_id,
+            "attempt": attempt,
+            "reason": reason,
+            "error_type": type(exception).__name__ if exception is not None else None,
+            "error": str(exception) if exception is not None else "message.fail() without an exception",
+            "traceback": tb,
+        }
+        with self._get_pool().connection() as conn:
+            db.fetch_all(conn, "job_dead_letter", params)
+
+    def give_back(self, messages: Iterable[JobProxy]) -> None:
+        """Requeue deliveries that never started, without using up an attempt."""
+        messages = list(messages)
+        if not messages:
+            return
+        params = {"ids": [m.job_id for m in messages], "attempts": [m.attempt for m in messages]}
+        with self._get_pool().connection() as conn:
+            db.execute(conn, "job_requeue_unstarted", params)
+
+    # -- housekeeping -----------------------------------------------------------------
+
+    def flush(self, queue_name: str) -> None:
+        with self._get_pool().connection() as conn:
+            db.execute(conn, "job_flush_queue", {"queue": self._require_queue(queue_name)})
+
+    def flush_all(self) -> None:
+        with self._get_pool().connection() as conn:
+            db.execute(conn, "job_flush_all", {"queues": list(self.queues)})
+
+    def join(self, queue_name: str, *, timeout: int | None = None) -> None:
+        """Wait until the queue has no unfinished job (queued, scheduled or running).
+
+        Raises:
+          QueueJoinTimeout: when ``timeout`` (ms) elapses first.
+        """
+        queue_name = self._require_queue(queue_name)
+        deadline = None if timeout is None else time.monotonic() + timeout / 1000
+        delay = 0.005
+        while True:
+            with self._get_pool().connection() as conn:
+                row = db.fetch_one(conn, "job_count_unfinished", {"queue": queue_name})
+            if row is not None and row["jobs"] == 0:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise QueueJoinTimeout(queue_name)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def heartbeat_now(self) -> list[dict[str, Any]]:
+        """Run one heartbeat at once (extend leases, rescue expired ones)."""
+        self._start_worker_services()
+        assert self._heartbeat is not None
+        return self._heartbeat.beat()
+
+    def wait_for_acks(self, timeout: float = 10.0) -> bool:
+        """Block until every ack handed in so far is written."""
+        return self._flusher.wait_idle(timeout)
+
+    def close(self) -> None:
+        """Stop the background threads, write pending acks and stats, close the pool."""
+        with self._lock:
+            consumers = list(self._consumers)
+        for consumer in consumers:
+            consumer.close()
+        self._flusher.close()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._heartbeat is not None:
+            self._heartbeat.close()
+            self._heartbeat = None
+        if self._pool is not None and self._pid == os.getpid():
+            self._pool.close()
+        self._pool = None
+
+
+class _DelayQueueConsumer(Consumer):
+    """Consumer of a ``.DQ`` queue: delays live in the jobs table, so it only idles."""
+
+    def __init__(self, timeout_ms: int) -> None:
+        self._timeout_s = timeout_ms / 1000
+        self._closed = threading.Event()
+
+    def __next__(self) -> MessageProxy | None:
+        self._closed.wait(self._timeout_s)
+        return None
+
+    def ack(self, message: MessageProxy) -> None:  # pragma: no cover - never hands out messages
+        pass
+
+    def nack(self, message: MessageProxy) -> None:  # pragma: no cover
+        pass
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+class _PostgresConsumer(Consumer):
+    """Hands out claimed jobs one by one; claims a new batch when enough slots are free.
+
+    ``prefetch`` bounds the deliveries this consumer holds (claimed and not yet
+    acked). It claims again only when the buffer is empty and at least a quarter
+    of the slots are free, so that a busy queue costs one claim per batch, not
+    one per job.
+    """
+
+    def __init__(self, broker: PostgresBroker, queue_name: str, prefetch: int, timeout_ms: int) -> None:
+        self.broker = broker
+        self.queue_name = queue_name
+        self.prefetch = max(1, prefetch)
+        self.timeout_s = timeout_ms / 1000
+        self.outstanding = 0
+        self._min_claim = max(1, self.prefetch // 4)
+        self._buffer: deque[JobProxy] = deque()
+        self._lock = threading.Lock()
+        self._wakeup = threading.Event()
+        self._closed = False
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.prefetch - self.outstanding
+
+    def _release(self) -> None:
+        with self._lock:
+            self.outstanding -= 1
+            free = self.prefetch - self.outstanding
+        if free >= self._min_claim:
+            self._wakeup.set()
+
+    def __next__(self) -> MessageProxy | None:
+        deadline = time.monotonic() + self.timeout_s
+        while not self._closed:
+            if self._buffer:
+                return self._buffer.popleft()
+            self._wakeup.clear()
+            free = self._free_slots()
+            wait_s = self.broker.poll_interval_s
+            if free >= self._min_claim or free == self.prefetch:
+                claimed = self.broker.claim(self.queue_name, free)
+                if claimed:
+                    with self._lock:
+                        self.outstanding += len(claimed)
+                    self._buffer.extend(claimed)
+                    continue
+                due = self.broker.seconds_until_due(self.queue_name)
+                if due is not None:
+                    wait_s = min(wait_s, max(due, 0.001))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._wakeup.wait(min(wait_s, remaining))
+        return None
+
+    def ack(self, message: MessageProxy) -> None:
+        assert isinstance(message, JobProxy)
+        self.broker.finish(message)
+        self._release()
+
+    def nack(self, message: MessageProxy) -> None:
+        assert isinstance(message, JobProxy)
+        self.broker.bury(message)
+        self._release()
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        proxies = [m for m in messages if isinstance(m, JobProxy)]
+        self.broker.give_back(proxies)
+        with self._lock:
+            self.outstanding -= len(proxies)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wakeup.set()
+        buffered = list(self._buffer)
+        self._buffer.clear()
+        try:
+            self.broker.give_back(buffered)
+        except Exception:
+            logger.warning("could not give back %d claimed jobs; their leases will expire",
+                           len(buffered), exc_info=True)
+        self.broker._forget(self)

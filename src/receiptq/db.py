@@ -1,0 +1,128 @@
+"""The only module that talks SQL: named queries, connection pools, migrations.
+
+Queries live in ``schema/queries/*.sql`` as blocks that start with
+``-- name: <query_name>``; they are parsed once, at import. Migrations are the
+files ``schema/migrations/NNNN_name.sql``, applied in order, each recorded in
+``receiptq.migrations``; :func:`migrate` holds an advisory lock so that several
+processes can run it at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any, LiteralString, cast
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+_NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def _parse_queries(text: str) -> dict[str, str]:
+    """Split a .sql file into {name: statement} at its ``-- name:`` lines."""
+    parts = _NAME_LINE.split(text)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def _load_queries() -> dict[str, str]:
+    queries: dict[str, str] = {}
+    folder = resources.files("receiptq.schema") / "queries"
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            for name, statement in _parse_queries(entry.read_text()).items():
+                if name in queries:
+                    raise RuntimeError(f"query {name!r} is defined twice")
+                queries[name] = statement
+    return queries
+
+
+QUERIES: dict[str, str] = _load_queries()
+
+
+def query(name: str) -> LiteralString:
+    """The SQL text of a named query (a KeyError names an unknown query)."""
+    return cast(LiteralString, QUERIES[name])
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """All migrations as (name, sql), in the order they apply."""
+    folder = resources.files("receiptq.schema") / "migrations"
+    names = sorted(e.name for e in folder.iterdir() if re.match(r"^\d{4}_\w+\.sql$", e.name))
+    return [(name[:-4], (folder / name).read_text()) for name in names]
+
+
+def connect(url: str, **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
+    """One autocommit connection whose rows are dicts."""
+    return psycopg.connect(url, autocommit=True, row_factory=dict_row, **kwargs)
+
+
+def open_pool(url: str, *, max_size: int, name: str = "receiptq") -> ConnectionPool:
+    """A pool of autocommit connections with dict rows, opened and ready."""
+    pool = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        name=name,
+        open=False,
+    )
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
+Params = dict[str, Any] | None
+
+
+def fetch_all(conn: psycopg.Connection[Any], name: str, params: Params = None) -> list[dict[str, Any]]:
+    """Run a named query; its rows as dicts (whatever the connection's row factory)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query(name), params or {}).fetchall()
+
+
+def fetch_one(conn: psycopg.Connection[Any], name: str, params: Params = None) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query(name), params or {}).fetchone()
+
+
+def execute(conn: psycopg.Connection[Any], name: str, params: Params = None) -> int:
+    """Run a named statement; return the number of rows it touched."""
+    with conn.cursor() as cur:
+        return cur.execute(query(name), params or {}).rowcount
+
+
+def execute_many(conn: psycopg.Connection[Any], name: str, params: Iterable[dict[str, Any]]) -> None:
+    """Run a named statement once per parameter set, pipelined in one round trip."""
+    with conn.cursor() as cur:
+        cur.executemany(query(name), list(params))
+
+
+def migrate(url: str) -> list[str]:
+    """Apply the migrations not applied yet; return their names. Idempotent.
+
+    Everything runs in one transaction under an advisory lock, so two processes
+    migrating at once apply each file exactly once, and a failing migration
+    leaves the database as it was.
+    """
+    applied_now: list[str] = []
+    with psycopg.connect(url, row_factory=dict_row) as conn, conn.transaction():
+        conn.execute(query("migration_lock"))
+        conn.execute(query("migration_bootstrap"))
+        done = {row["name"] for row in fetch_all(conn, "migration_applied")}
+        for name, sql in migration_files():
+            if name in done:
+                continue
+            conn.execute(cast(LiteralString, sql))
+            conn.execute(query("migration_record"), {"name": name})
+            applied_now.append(name)
+    return applied_now
+
+
+def applied_migrations(url: str) -> list[str]:
+    with connect(url) as conn:
+        exists = conn.execute("SELECT to_regclass('receiptq.migrations') AS t").fetchone()
+        if not exists or exists["t"] is None:
+            return []
+        return [row["name"] for row in fetch_all(conn, "migration_applied")]

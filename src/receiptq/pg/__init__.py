@@ -1,0 +1,1 @@
+"""The broker's parts: message encoding, wake-ups, batched writes, heartbeats."""

@@ -1,0 +1,146 @@
+"""Turning Dramatiq messages into job rows and back (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from dramatiq.common import q_name
+from dramatiq.message import Message
+
+from receiptq.config import validate_queue_name
+
+#: Default ceiling on an encoded message (1 MiB): bigger payloads belong in a table.
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+
+#: Options that only make sense for one delivery and are never stored.
+TRANSIENT_OPTIONS = ("eta",)
+
+
+class MessageError(ValueError):
+    """A message receiptq refuses to store; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """The columns of one job, ready for the enqueue queries."""
+
+    message_id: str
+    queue: str
+    actor: str
+    priority: int
+    run_at: datetime | None
+    delay_s: float
+    max_attempts: int | None
+    tier: str | None
+    user_id: str | None
+    unique_key: str | None
+    message: str
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "queue": self.queue,
+            "actor": self.actor,
+            "priority": self.priority,
+            "run_at": self.run_at,
+            "delay_s": self.delay_s,
+            "max_attempts": self.max_attempts,
+            "tier": self.tier,
+            "user_id": self.user_id,
+            "unique_key": self.unique_key,
+            "message": self.message,
+        }
+
+
+def encode_message(message: Message[Any], *, max_bytes: int) -> str:
+    """The message as compact JSON text, or a MessageError saying why not."""
+    fields = message.asdict()
+    fields["options"] = {k: v for k, v in message.options.items() if k not in TRANSIENT_OPTIONS}
+    try:
+        text = json.dumps(fields, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise MessageError(
+            f"message for actor {message.actor_name!r} is not JSON-serializable: {exc}"
+        ) from None
+    size = len(text.encode())
+    if size > max_bytes:
+        raise MessageError(
+            f"message for actor {message.actor_name!r} is {size} bytes encoded, over the "
+            f"limit of {max_bytes} bytes (RECEIPTQ_MAX_MESSAGE_BYTES); store large data in a "
+            "table and send its id"
+        )
+    return text
+
+
+def decode_message(text: str | bytes | dict[str, Any]) -> Message[Any]:
+    """Build a Message from a stored row; raises MessageError when it cannot."""
+    try:
+        fields = json.loads(text) if isinstance(text, str | bytes) else dict(text)
+        fields["args"] = tuple(fields["args"])
+        return Message(**fields)
+    except Exception as exc:
+        raise MessageError(f"undecodable message: {type(exc).__name__}: {exc}") from exc
+
+
+def _int_option(message: Message[Any], name: str, default: int | None) -> int | None:
+    value = message.options.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MessageError(f"option {name!r} must be an integer, got {value!r}")
+    return value
+
+
+def _text_option(message: Message[Any], name: str) -> str | None:
+    value = message.options.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise MessageError(f"option {name!r} must be a string, got {value!r}")
+    text = str(value)
+    if not 0 < len(text) <= 256:
+        raise MessageError(f"option {name!r} must have 1 to 256 characters")
+    return text
+
+
+def job_row(
+    message: Message[Any],
+    *,
+    delay_ms: int | None,
+    actor_priority: int,
+    max_retries: int | None,
+    max_bytes: int,
+) -> JobRow:
+    """Validate a message and turn it into the row that stores it.
+
+    A message addressed to a delay queue (``q.DQ``) is stored on its canonical
+    queue; an ``eta`` option (epoch ms) becomes run_at; ``delay`` adds to now.
+    """
+    queue = q_name(validate_queue_name(message.queue_name))
+    if not isinstance(message.actor_name, str) or not message.actor_name:
+        raise MessageError("a message needs an actor name")
+    if delay_ms is not None and (isinstance(delay_ms, bool) or not isinstance(delay_ms, int | float) or delay_ms < 0):
+        raise MessageError(f"delay must be a number of milliseconds >= 0, got {delay_ms!r}")
+    eta = message.options.get("eta")
+    run_at = None
+    if eta is not None and delay_ms is None:
+        if isinstance(eta, bool) or not isinstance(eta, int | float):
+            raise MessageError(f"option 'eta' must be epoch milliseconds, got {eta!r}")
+        run_at = datetime.fromtimestamp(eta / 1000, tz=UTC)
+    retries = _int_option(message, "max_retries", max_retries)
+    return JobRow(
+        message_id=str(message.message_id),
+        queue=queue,
+        actor=message.actor_name,
+        priority=_int_option(message, "priority", actor_priority) or 0,
+        run_at=run_at,
+        delay_s=(delay_ms or 0) / 1000,
+        max_attempts=None if retries is None else max(retries, 0) + 1,
+        tier=_text_option(message, "tier"),
+        user_id=_text_option(message, "user_id"),
+        unique_key=_text_option(message, "unique_key"),
+        message=encode_message(message, max_bytes=max_bytes),
+    )

@@ -1,0 +1,179 @@
+-- Named queries on receiptq.jobs. Each block starts with "-- name: <name>"
+-- and a one-line purpose; parameters are psycopg named placeholders.
+
+-- name: job_enqueue
+-- Insert one job; if its message id is already in the table (Dramatiq's Retries
+-- re-sends the running message), put that row back to queued instead, so the
+-- pending ack of the old delivery (which matches on attempt and state) leaves it
+-- alone. A duplicate unique_key is dropped. Returns one row when the job was
+-- stored, saying whether it was a re-queue.
+WITH requeued AS (
+    UPDATE receiptq.jobs
+    SET state = 'queued',
+        run_at = coalesce(%(run_at)s, now() + make_interval(secs => %(delay_s)s)),
+        priority = %(priority)s,
+        max_attempts = %(max_attempts)s,
+        message = %(message)s::jsonb,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        started_at = NULL
+    WHERE message_id = %(message_id)s
+    RETURNING id
+),
+inserted AS (
+    INSERT INTO receiptq.jobs (message_id, queue, actor, priority, run_at, max_attempts,
+                               tier, user_id, unique_key, message)
+    SELECT %(message_id)s, %(queue)s, %(actor)s, %(priority)s,
+           coalesce(%(run_at)s, now() + make_interval(secs => %(delay_s)s)),
+           %(max_attempts)s, %(tier)s, %(user_id)s, %(unique_key)s, %(message)s::jsonb
+    WHERE NOT EXISTS (SELECT 1 FROM requeued)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+)
+SELECT id, true AS requeued FROM requeued
+UNION ALL
+SELECT id, false FROM inserted;
+
+-- name: job_enqueue_many
+-- Insert many new jobs in one statement (arrays, one element per job); duplicates
+-- of a queued or running message id or unique_key are dropped. Returns the stored ids.
+INSERT INTO receiptq.jobs (message_id, queue, actor, priority, run_at, max_attempts,
+                           tier, user_id, unique_key, message)
+SELECT m.message_id, m.queue, m.actor, m.priority,
+       coalesce(m.run_at, now() + make_interval(secs => m.delay_s)),
+       m.max_attempts, m.tier, m.user_id, m.unique_key, m.message::jsonb
+FROM unnest(%(message_ids)s::text[], %(queues)s::text[], %(actors)s::text[],
+            %(priorities)s::integer[], %(run_ats)s::timestamptz[], %(delays_s)s::float8[],
+            %(max_attempts)s::integer[], %(tiers)s::text[], %(user_ids)s::text[],
+            %(unique_keys)s::text[], %(messages)s::text[])
+     AS m(message_id, queue, actor, priority, run_at, delay_s, max_attempts, tier,
+          user_id, unique_key, message)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: job_claim_batch
+-- Claim up to `limit` ready jobs of a queue for one worker, in priority order,
+-- skipping rows other claimers hold; each claim counts one more attempt.
+WITH claimable AS (
+    SELECT id
+    FROM receiptq.jobs
+    WHERE queue = %(queue)s AND state = 'queued' AND run_at <= now()
+    ORDER BY priority, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE receiptq.jobs AS j
+SET state = 'running',
+    attempt = j.attempt + 1,
+    lease_owner = %(worker_id)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_s)s),
+    started_at = now()
+FROM claimable
+WHERE j.id = claimable.id
+RETURNING j.id, j.attempt, j.priority, j.run_at, j.message::text AS message,
+          extract(epoch FROM greatest(j.run_at, j.enqueued_at))::float8 AS due_at;
+
+-- name: job_seconds_until_due
+-- Seconds until the next queued job of a queue is due (NULL when none is queued).
+SELECT extract(epoch FROM min(run_at) - now())::float8 AS seconds
+FROM receiptq.jobs
+WHERE queue = %(queue)s AND state = 'queued';
+
+-- name: job_ack_batch
+-- Finish deliveries: delete each job still running the acked attempt. A job that
+-- was re-queued meanwhile (a retry) has another state or attempt and stays.
+DELETE FROM receiptq.jobs AS j
+USING unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS a(id, attempt)
+WHERE j.id = a.id AND j.attempt = a.attempt AND j.state = 'running';
+
+-- name: job_dead_letter
+-- Move one running delivery to the dead letters with the error that killed it.
+WITH dead AS (
+    DELETE FROM receiptq.jobs
+    WHERE id = %(id)s AND attempt = %(attempt)s AND state = 'running'
+    RETURNING *
+)
+INSERT INTO receiptq.dead_letters (message_id, queue, actor, priority, message, attempts,
+                                   max_attempts, reason, error_type, error, traceback, tier,
+                                   user_id, enqueued_at)
+SELECT message_id, queue, actor, priority, message, attempt, max_attempts, %(reason)s, %(error_type)s,
+       %(error)s, %(traceback)s, tier, user_id, enqueued_at
+FROM dead
+RETURNING id;
+
+-- name: job_requeue_unstarted
+-- Give back deliveries a worker claimed but never started (graceful shutdown):
+-- queued again at once, and the attempt the claim counted is returned.
+UPDATE receiptq.jobs AS j
+SET state = 'queued',
+    attempt = greatest(j.attempt - 1, 0),
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    started_at = NULL
+FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS a(id, attempt)
+WHERE j.id = a.id AND j.attempt = a.attempt AND j.state = 'running';
+
+-- name: job_extend_leases
+-- Heartbeat: push back the lease of every job this worker is running.
+UPDATE receiptq.jobs
+SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
+WHERE state = 'running' AND lease_owner = %(worker_id)s;
+
+-- name: job_rescue_expired
+-- Jobs whose worker stopped renewing the lease: back to queued, or to the dead
+-- letters once the attempts are used up. Returns how many of each.
+WITH expired AS (
+    SELECT id
+    FROM receiptq.jobs
+    WHERE state = 'running' AND lease_expires_at < now()
+    FOR UPDATE SKIP LOCKED
+),
+dead AS (
+    DELETE FROM receiptq.jobs AS j
+    USING expired
+    WHERE j.id = expired.id AND j.max_attempts IS NOT NULL AND j.attempt >= j.max_attempts
+    RETURNING j.*
+),
+buried AS (
+    INSERT INTO receiptq.dead_letters (message_id, queue, actor, priority, message, attempts,
+                                       max_attempts, reason, error_type, error, tier, user_id,
+                                       enqueued_at)
+    SELECT message_id, queue, actor, priority, message, attempt, max_attempts, 'worker lost',
+           'WorkerLost', 'the worker running this job stopped renewing its lease '
+                         || '(' || coalesce(lease_owner, '?') || ')',
+           tier, user_id, enqueued_at
+    FROM dead
+    RETURNING queue, actor
+),
+requeued AS (
+    UPDATE receiptq.jobs AS j
+    SET state = 'queued', run_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+        started_at = NULL
+    FROM expired
+    WHERE j.id = expired.id AND NOT (j.max_attempts IS NOT NULL AND j.attempt >= j.max_attempts)
+    RETURNING j.queue, j.actor
+)
+SELECT 'requeued' AS outcome, queue, actor, count(*)::integer AS jobs FROM requeued GROUP BY queue, actor
+UNION ALL
+SELECT 'dead', queue, actor, count(*)::integer FROM buried GROUP BY queue, actor;
+
+-- name: job_flush_queue
+-- Drop every unfinished job of one queue (Dramatiq's broker.flush).
+DELETE FROM receiptq.jobs WHERE queue = %(queue)s;
+
+-- name: job_flush_all
+-- Drop every unfinished job of the given queues (Dramatiq's broker.flush_all).
+DELETE FROM receiptq.jobs WHERE queue = ANY(%(queues)s::text[]);
+
+-- name: job_count_unfinished
+-- Jobs of a queue not finished yet (queued, scheduled or running): broker.join waits for 0.
+SELECT count(*)::integer AS jobs FROM receiptq.jobs WHERE queue = %(queue)s;
+
+-- name: job_running_list
+-- The jobs running now, oldest delivery first (for `receiptq status` and `top`).
+SELECT id, queue, actor, attempt, lease_owner, started_at, lease_expires_at,
+       extract(epoch FROM now() - started_at)::float8 AS elapsed_s, message
+FROM receiptq.jobs
+WHERE state = 'running'
+ORDER BY started_at
+LIMIT %(limit)s;

@@ -1,0 +1,45 @@
+-- Named queries on receiptq.stats_minute and the live counts of receiptq.jobs.
+
+-- name: stats_add
+-- Add one process's counters for a minute, queue and actor (batched by the broker).
+INSERT INTO receiptq.stats_minute AS s (minute, queue, actor, enqueued, succeeded, failed,
+                                        retried, dead_lettered, run_ms_sum, run_ms_hist,
+                                        latency_ms_sum, latency_ms_hist)
+VALUES (%(minute)s, %(queue)s, %(actor)s, %(enqueued)s, %(succeeded)s, %(failed)s,
+        %(retried)s, %(dead_lettered)s, %(run_ms_sum)s, %(run_ms_hist)s,
+        %(latency_ms_sum)s, %(latency_ms_hist)s)
+ON CONFLICT (minute, queue, actor) DO UPDATE SET
+    enqueued = s.enqueued + excluded.enqueued,
+    succeeded = s.succeeded + excluded.succeeded,
+    failed = s.failed + excluded.failed,
+    retried = s.retried + excluded.retried,
+    dead_lettered = s.dead_lettered + excluded.dead_lettered,
+    run_ms_sum = s.run_ms_sum + excluded.run_ms_sum,
+    run_ms_hist = receiptq.hist_add(s.run_ms_hist, excluded.run_ms_hist),
+    latency_ms_sum = s.latency_ms_sum + excluded.latency_ms_sum,
+    latency_ms_hist = receiptq.hist_add(s.latency_ms_hist, excluded.latency_ms_hist);
+
+-- name: stats_since
+-- Per-minute rows of every queue and actor since a time, oldest first.
+SELECT minute, queue, actor, enqueued, succeeded, failed, retried, dead_lettered,
+       run_ms_sum, run_ms_hist, latency_ms_sum, latency_ms_hist
+FROM receiptq.stats_minute
+WHERE minute >= %(since)s
+ORDER BY minute, queue, actor;
+
+-- name: queue_counts
+-- Live counts per queue: ready now, scheduled for later, running, and the age of
+-- the oldest ready job.
+SELECT queue,
+       count(*) FILTER (WHERE state = 'queued' AND run_at <= now())::integer AS queued,
+       count(*) FILTER (WHERE state = 'queued' AND run_at > now())::integer AS scheduled,
+       count(*) FILTER (WHERE state = 'running')::integer AS running,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued'
+                                                       AND run_at <= now()))::float8
+           AS oldest_ready_s
+FROM receiptq.jobs
+GROUP BY queue;
+
+-- name: db_now
+-- The database's clock, so that figures are computed against one clock.
+SELECT now() AS now;
