@@ -107,11 +107,15 @@ class PostgresBroker(Broker):
         self.poll_interval_s = (
             poll_interval_ms or env_int("RECEIPTQ_POLL_INTERVAL_MS", DEFAULT_POLL_INTERVAL_MS)
         ) / 1000
-        self.pool_max_size = pool_max_size or env_int("RECEIPTQ_POOL_MAX_SIZE", DEFAULT_POOL_MAX_SIZE)
+        self.pool_max_size = pool_max_size or env_int(
+            "RECEIPTQ_POOL_MAX_SIZE", DEFAULT_POOL_MAX_SIZE
+        )
         self.max_message_bytes = max_message_bytes or env_int(
             "RECEIPTQ_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES
         )
-        self.listen = listen if listen is not None else os.environ.get("RECEIPTQ_LISTEN", "1") != "0"
+        self.listen = (
+            listen if listen is not None else os.environ.get("RECEIPTQ_LISTEN", "1") != "0"
+        )
         self.queues: dict[str, None] = {}
         self.worker_id = new_worker_id()
         self._ack_flush_ms = ack_flush_ms or env_int("RECEIPTQ_ACK_FLUSH_MS", 5)
@@ -222,8 +226,11 @@ class PostgresBroker(Broker):
         with self.connection() as conn:
             stored = db.fetch_one(conn, "job_enqueue", row.params())
         if stored is None:
-            logger.info("dropped message %s: unique_key %r is queued or running",
-                        row.message_id, row.unique_key)
+            logger.info(
+                "dropped message %s: unique_key %r is queued or running",
+                row.message_id,
+                row.unique_key,
+            )
         elif stored["requeued"]:
             self._retried.add(row.message_id)
         else:
@@ -316,7 +323,12 @@ class PostgresBroker(Broker):
 
         Rows that cannot become messages go straight to the dead letters.
         """
-        params = {"queue": queue_name, "limit": limit, "worker_id": self.worker_id, "lease_s": self.lease_s}
+        params = {
+            "queue": queue_name,
+            "limit": limit,
+            "worker_id": self.worker_id,
+            "lease_s": self.lease_s,
+        }
         with self._get_pool().connection() as conn:
             rows = db.fetch_all(conn, "job_claim_batch", params)
         rows.sort(key=lambda r: (r["priority"], r["run_at"], r["id"]))
@@ -328,7 +340,9 @@ class PostgresBroker(Broker):
                 logger.error("job %s has an undecodable message; dead-lettering it", row["id"])
                 self._dead_letter(row["id"], row["attempt"], "undecodable", exc, None)
                 continue
-            proxies.append(JobProxy(message, job_id=row["id"], attempt=row["attempt"], due_at=row["due_at"]))
+            proxies.append(
+                JobProxy(message, job_id=row["id"], attempt=row["attempt"], due_at=row["due_at"])
+            )
         return proxies
 
     def seconds_until_due(self, queue_name: str) -> float | None:
@@ -352,13 +366,23 @@ class PostgresBroker(Broker):
         if retried:
             self._retried.discard(message.message_id)
         if failed:
-            self._flusher.finished(message.queue_name, message.actor_name, outcome="failed",
-                                   run_ms=run_ms, latency_ms=latency_ms)
+            self._flusher.finished(
+                message.queue_name,
+                message.actor_name,
+                outcome="failed",
+                run_ms=run_ms,
+                latency_ms=latency_ms,
+            )
             if retried:
                 self._flusher.count(message.queue_name, message.actor_name, retried=1)
         else:
-            self._flusher.finished(message.queue_name, message.actor_name, outcome="succeeded",
-                                   run_ms=run_ms, latency_ms=latency_ms)
+            self._flusher.finished(
+                message.queue_name,
+                message.actor_name,
+                outcome="succeeded",
+                run_ms=run_ms,
+                latency_ms=latency_ms,
+            )
 
     def bury(self, message: JobProxy) -> None:
         """Nack: move the delivery to the dead letters with its error."""
@@ -366,18 +390,29 @@ class PostgresBroker(Broker):
         reason = "failed"
         if exception is not None and type(exception).__name__ == "ActorNotFound":
             reason = "unknown actor"
-        self._dead_letter(message.job_id, message.attempt, reason, exception,
-                          message.options.get("traceback"))
+        self._dead_letter(
+            message.job_id, message.attempt, reason, exception, message.options.get("traceback")
+        )
         self._retried.discard(message.message_id)
         run_ms, latency_ms = self._timings(message)
-        self._flusher.finished(message.queue_name, message.actor_name,
-                               outcome="failed" if exception is not None else "dead_lettered",
-                               run_ms=run_ms, latency_ms=latency_ms)
+        self._flusher.finished(
+            message.queue_name,
+            message.actor_name,
+            outcome="failed" if exception is not None else "dead_lettered",
+            run_ms=run_ms,
+            latency_ms=latency_ms,
+        )
         if exception is not None:
             self._flusher.count(message.queue_name, message.actor_name, dead_lettered=1)
 
-    def _dead_letter(self, job_id: int, attempt: int, reason: str, exception: BaseException | None,
-                     tb: str | None) -> None:
+    def _dead_letter(
+        self,
+        job_id: int,
+        attempt: int,
+        reason: str,
+        exception: BaseException | None,
+        tb: str | None,
+    ) -> None:
         if tb is None and exception is not None:
             tb = "".join(traceback.format_exception(exception))
         params = {
@@ -385,7 +420,9 @@ class PostgresBroker(Broker):
             "attempt": attempt,
             "reason": reason,
             "error_type": type(exception).__name__ if exception is not None else None,
-            "error": str(exception) if exception is not None else "message.fail() without an exception",
+            "error": str(exception)
+            if exception is not None
+            else "message.fail() without an exception",
             "traceback": tb,
         }
         with self._get_pool().connection() as conn:
@@ -487,7 +524,9 @@ class _PostgresConsumer(Consumer):
     one per job.
     """
 
-    def __init__(self, broker: PostgresBroker, queue_name: str, prefetch: int, timeout_ms: int) -> None:
+    def __init__(
+        self, broker: PostgresBroker, queue_name: str, prefetch: int, timeout_ms: int
+    ) -> None:
         self.broker = broker
         self.queue_name = queue_name
         self.prefetch = max(1, prefetch)
@@ -563,6 +602,9 @@ class _PostgresConsumer(Consumer):
         try:
             self.broker.give_back(buffered)
         except Exception:
-            logger.warning("could not give back %d claimed jobs; their leases will expire",
-                           len(buffered), exc_info=True)
+            logger.warning(
+                "could not give back %d claimed jobs; their leases will expire",
+                len(buffered),
+                exc_info=True,
+            )
         self.broker._forget(self)

@@ -76,13 +76,17 @@ def open_pool(url: str, *, max_size: int, name: str = "receiptq") -> ConnectionP
 Params = dict[str, Any] | None
 
 
-def fetch_all(conn: psycopg.Connection[Any], name: str, params: Params = None) -> list[dict[str, Any]]:
+def fetch_all(
+    conn: psycopg.Connection[Any], name: str, params: Params = None
+) -> list[dict[str, Any]]:
     """Run a named query; its rows as dicts (whatever the connection's row factory)."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query(name), params or {}).fetchall()
 
 
-def fetch_one(conn: psycopg.Connection[Any], name: str, params: Params = None) -> dict[str, Any] | None:
+def fetch_one(
+    conn: psycopg.Connection[Any], name: str, params: Params = None
+) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query(name), params or {}).fetchone()
 
@@ -93,7 +97,9 @@ def execute(conn: psycopg.Connection[Any], name: str, params: Params = None) -> 
         return cur.execute(query(name), params or {}).rowcount
 
 
-def execute_many(conn: psycopg.Connection[Any], name: str, params: Iterable[dict[str, Any]]) -> None:
+def execute_many(
+    conn: psycopg.Connection[Any], name: str, params: Iterable[dict[str, Any]]
+) -> None:
     """Run a named statement once per parameter set, pipelined in one round trip."""
     with conn.cursor() as cur:
         cur.executemany(query(name), list(params))

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg_pool import ConnectionPool
-
 from receiptq import db
 from receiptq.stats import BUCKETS, bucket_of
 
@@ -98,8 +96,15 @@ class Flusher:
                 setattr(counters, name, getattr(counters, name) + value)
         self._ensure_thread()
 
-    def finished(self, queue: str, actor: str, *, outcome: str, run_ms: float | None,
-                 latency_ms: float | None) -> None:
+    def finished(
+        self,
+        queue: str,
+        actor: str,
+        *,
+        outcome: str,
+        run_ms: float | None,
+        latency_ms: float | None,
+    ) -> None:
         """Count one finished delivery (outcome: a MinuteCounters counter name)."""
         key = (minute_of(time.time()), queue, actor)
         with self._lock:
@@ -124,7 +129,9 @@ class Flusher:
             with self._lock:
                 if self._stopping or (self._thread is not None and self._thread.is_alive()):
                     return
-                self._thread = threading.Thread(target=self._run, name="receiptq-flusher", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="receiptq-flusher", daemon=True
+                )
                 self._thread.start()
 
     def _run(self) -> None:

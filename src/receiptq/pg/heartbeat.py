@@ -62,12 +62,19 @@ class Heartbeat:
             if not db.fetch_one(conn, "worker_heartbeat", identity):
                 host, pid = self.worker_id.split(":")[:2]
                 db.execute(conn, "worker_register", {**identity, "host": host, "pid": int(pid)})
-            db.execute(conn, "job_extend_leases", {"worker_id": self.worker_id, "lease_s": self._lease_s})
+            db.execute(
+                conn, "job_extend_leases", {"worker_id": self.worker_id, "lease_s": self._lease_s}
+            )
             rescued = db.fetch_all(conn, "job_rescue_expired")
             db.execute(conn, "worker_remove_stale", {"stale_s": max(self._lease_s * 10, 60)})
         for row in rescued:
-            logger.warning("rescued %d job(s) of %s/%s from a lost worker: %s",
-                           row["jobs"], row["queue"], row["actor"], row["outcome"])
+            logger.warning(
+                "rescued %d job(s) of %s/%s from a lost worker: %s",
+                row["jobs"],
+                row["queue"],
+                row["actor"],
+                row["outcome"],
+            )
         if rescued and self._on_rescue:
             self._on_rescue(rescued)
         return rescued

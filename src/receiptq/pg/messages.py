@@ -122,7 +122,9 @@ def job_row(
     queue = q_name(validate_queue_name(message.queue_name))
     if not isinstance(message.actor_name, str) or not message.actor_name:
         raise MessageError("a message needs an actor name")
-    if delay_ms is not None and (isinstance(delay_ms, bool) or not isinstance(delay_ms, int | float) or delay_ms < 0):
+    if delay_ms is not None and (
+        isinstance(delay_ms, bool) or not isinstance(delay_ms, int | float) or delay_ms < 0
+    ):
         raise MessageError(f"delay must be a number of milliseconds >= 0, got {delay_ms!r}")
     eta = message.options.get("eta")
     run_at = None
