@@ -9,11 +9,13 @@ but their consumers never touch the database.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -129,16 +131,35 @@ class PostgresBroker(Broker):
         self._retried: set[str] = set()  # message ids re-queued while being delivered here
         self._local = threading.local()
         self.add_middleware(_DeliveryClock())
+        # A forked child (Dramatiq's worker processes) starts with no pool and no
+        # threads of its parent: give it fresh ones, and an identity of its own.
+        this = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (b := this()) and b._reset_after_fork())
+        atexit.register(self._flush_at_exit)
+
+    def _reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._pool = None
+        self._flusher = Flusher(self._get_pool, ack_flush_ms=self._ack_flush_ms)
+        self._listener = None
+        self._heartbeat = None
+        self._consumers = set()
+        self._retried = set()
+        self.worker_id = new_worker_id()
+
+    def _flush_at_exit(self) -> None:
+        """Write acks and statistics still buffered when the interpreter exits."""
+        if self._pool is not None and self._pid == os.getpid():
+            self._flusher.close()
 
     # -- connections ------------------------------------------------------------------
 
     def _get_pool(self) -> ConnectionPool:
-        """This process's pool, opened on first use (and anew after a fork)."""
-        if self._pool is None or self._pid != os.getpid():
+        """This process's pool, opened on first use."""
+        if self._pool is None:
             with self._lock:
-                if self._pool is None or self._pid != os.getpid():
-                    self._pid = os.getpid()
-                    self.worker_id = new_worker_id()
+                if self._pool is None:
                     self._pool = db.open_pool(self.url, max_size=self.pool_max_size)
         return self._pool
 
@@ -489,9 +510,10 @@ class PostgresBroker(Broker):
         if self._heartbeat is not None:
             self._heartbeat.close()
             self._heartbeat = None
-        if self._pool is not None and self._pid == os.getpid():
+        if self._pool is not None:
             self._pool.close()
         self._pool = None
+        atexit.unregister(self._flush_at_exit)
 
 
 class _DelayQueueConsumer(Consumer):

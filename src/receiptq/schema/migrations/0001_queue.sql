@@ -39,10 +39,11 @@ CREATE TABLE receiptq.jobs (
 );
 
 -- Serves the claim: ready rows of one queue in (priority, run_at, id) order.
+-- Also "when is the next job due" (one probe per distinct priority). It is the
+-- only index on queued rows on purpose: a second one, e.g. on (queue, run_at),
+-- tempts the planner into scan-then-sort claims when statistics are stale.
 CREATE INDEX jobs_claim_idx ON receiptq.jobs (queue, priority, run_at, id)
     WHERE state = 'queued';
--- Serves "when is the next job of this queue due" and the scheduled counts.
-CREATE INDEX jobs_due_idx ON receiptq.jobs (queue, run_at) WHERE state = 'queued';
 -- Serves lease extension and the rescue of expired leases (few rows: in flight only).
 CREATE INDEX jobs_lease_idx ON receiptq.jobs (lease_expires_at) WHERE state = 'running';
 CREATE UNIQUE INDEX jobs_unique_key_idx ON receiptq.jobs (unique_key)

@@ -53,3 +53,7 @@ RETURNING id;
 -- name: dead_letter_count_by_queue
 -- How many dead letters each queue has.
 SELECT queue, count(*)::integer AS dead FROM receiptq.dead_letters GROUP BY queue;
+
+-- name: dead_letter_existing_ids
+-- Which of the given ids are dead letters (the CLI refuses unknown ids before acting).
+SELECT id FROM receiptq.dead_letters WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id;

@@ -74,10 +74,24 @@ RETURNING j.id, j.attempt, j.priority, j.run_at, j.message::text AS message,
           extract(epoch FROM greatest(j.run_at, j.enqueued_at))::float8 AS due_at;
 
 -- name: job_seconds_until_due
--- Seconds until the next queued job of a queue is due (NULL when none is queued).
-SELECT extract(epoch FROM min(run_at) - now())::float8 AS seconds
-FROM receiptq.jobs
-WHERE queue = %(queue)s AND state = 'queued';
+-- Seconds until the next queued job of a queue is due (NULL when none is queued):
+-- a skip scan of the claim index, one probe per distinct priority.
+WITH RECURSIVE firsts AS (
+    (SELECT priority, run_at
+     FROM receiptq.jobs
+     WHERE queue = %(queue)s AND state = 'queued'
+     ORDER BY priority, run_at, id
+     LIMIT 1)
+    UNION ALL
+    SELECT next.priority, next.run_at
+    FROM firsts,
+         LATERAL (SELECT priority, run_at
+                  FROM receiptq.jobs
+                  WHERE queue = %(queue)s AND state = 'queued' AND priority > firsts.priority
+                  ORDER BY priority, run_at, id
+                  LIMIT 1) AS next
+)
+SELECT extract(epoch FROM min(run_at) - now())::float8 AS seconds FROM firsts;
 
 -- name: job_ack_batch
 -- Finish deliveries: delete each job still running the acked attempt. A job that
@@ -177,3 +191,25 @@ FROM receiptq.jobs
 WHERE state = 'running'
 ORDER BY started_at
 LIMIT %(limit)s;
+
+-- name: job_counts_by_queue
+-- Live counts per queue as of one clock reading (the monitor's `now`): ready,
+-- scheduled for later, running, and the age of the oldest ready job.
+SELECT queue,
+       count(*) FILTER (WHERE state = 'queued' AND run_at <= %(now)s)::integer AS queued,
+       count(*) FILTER (WHERE state = 'queued' AND run_at > %(now)s)::integer AS scheduled,
+       count(*) FILTER (WHERE state = 'running')::integer AS running,
+       extract(epoch FROM %(now)s::timestamptz
+                          - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= %(now)s)
+              )::float8 AS oldest_ready_s
+FROM receiptq.jobs
+GROUP BY queue
+ORDER BY queue;
+
+-- name: job_count_ready_or_running
+-- Jobs ready now or running in the given queues (NULL: every queue); `receiptq
+-- process --burst` stops the workers once this is 0.
+SELECT count(*)::integer AS jobs
+FROM receiptq.jobs
+WHERE (state = 'running' OR run_at <= now())
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]));

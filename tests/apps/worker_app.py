@@ -1,0 +1,44 @@
+"""Actors for tests that run real `dramatiq` worker processes.
+
+Each run of `record` inserts a row into test_runs, so a test can count how many
+times every job ran and in which process. `hold` notes that it started, then
+runs until a file exists (a job a test can kill its worker under).
+"""
+
+import os
+import threading
+import time
+
+import dramatiq
+import psycopg
+
+from receiptq.broker import PostgresBroker
+
+URL = os.environ["RECEIPTQ_DATABASE_URL"]
+broker = PostgresBroker(URL)
+dramatiq.set_broker(broker)
+
+_lock = threading.Lock()
+_conns: dict[int, psycopg.Connection] = {}
+
+
+def _execute(statement: str, params: tuple) -> None:
+    # One connection per process; worker threads take turns on it.
+    with _lock:
+        conn = _conns.get(os.getpid())
+        if conn is None:
+            conn = _conns[os.getpid()] = psycopg.connect(URL, autocommit=True)
+        conn.execute(statement, params)
+
+
+@dramatiq.actor(queue_name="procs", max_retries=0)
+def record(job_no: int) -> None:
+    _execute("INSERT INTO test_runs (job_no, pid) VALUES (%s, %s)", (job_no, os.getpid()))
+
+
+@dramatiq.actor(queue_name="procs", max_retries=3)
+def hold(job_no: int, release_file: str) -> None:
+    _execute("INSERT INTO test_started (job_no, pid) VALUES (%s, %s)", (job_no, os.getpid()))
+    while not os.path.exists(release_file):
+        time.sleep(0.05)
+    _execute("INSERT INTO test_runs (job_no, pid) VALUES (%s, %s)", (job_no, os.getpid()))
