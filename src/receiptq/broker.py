@@ -134,7 +134,13 @@ class PostgresBroker(Broker):
         # A forked child (Dramatiq's worker processes) starts with no pool and no
         # threads of its parent: give it fresh ones, and an identity of its own.
         this = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (b := this()) and b._reset_after_fork())
+
+        def reset_in_child() -> None:
+            broker = this()
+            if broker is not None:
+                broker._reset_after_fork()
+
+        os.register_at_fork(after_in_child=reset_in_child)
         atexit.register(self._flush_at_exit)
 
     def _reset_after_fork(self) -> None:
@@ -197,6 +203,11 @@ class PostgresBroker(Broker):
 
     def declare_queue(self, queue_name: str) -> None:
         validate_queue_name(queue_name)
+        if q_name(queue_name) != queue_name:
+            raise ValueError(
+                f"invalid queue name {queue_name!r}: names ending in .DQ or .XQ are "
+                "Dramatiq's delay and dead-letter queues"
+            )
         if queue_name in self.queues:
             return
         self.emit_before("declare_queue", queue_name)
@@ -361,6 +372,8 @@ class PostgresBroker(Broker):
                 logger.error("job %s has an undecodable message; dead-lettering it", row["id"])
                 self._dead_letter(row["id"], row["attempt"], "undecodable", exc, None)
                 continue
+            if message.queue_name != queue_name:  # the worker routes acks by queue name
+                message = message.copy(queue_name=queue_name)
             proxies.append(
                 JobProxy(message, job_id=row["id"], attempt=row["attempt"], due_at=row["due_at"])
             )
@@ -411,9 +424,9 @@ class PostgresBroker(Broker):
         reason = "failed"
         if exception is not None and type(exception).__name__ == "ActorNotFound":
             reason = "unknown actor"
-        self._dead_letter(
-            message.job_id, message.attempt, reason, exception, message.options.get("traceback")
-        )
+        # The exception's own traceback: Retries' "traceback" option may be an earlier attempt's.
+        tb = message.options.get("traceback") if exception is None else None
+        self._dead_letter(message.job_id, message.attempt, reason, exception, tb)
         self._retried.discard(message.message_id)
         run_ms, latency_ms = self._timings(message)
         self._flusher.finished(

@@ -1,0 +1,208 @@
+"""Queue figures for ``receiptq status`` and the dashboard: the one source of numbers.
+
+:func:`snapshot` reads the live job counts, the dead letters, the per-minute
+statistics and the workers, and returns plain JSON-ready dicts, exactly what
+``receiptq status --json`` prints::
+
+    {"queues": {"<queue>": QUEUE_FIGURES}, "totals": QUEUE_FIGURES,
+     "workers": [{"id", "host", "pid", "queues", "in_flight", "heartbeat_age_s", "alive"}],
+     "generated_at": "<iso time>"}
+
+QUEUE_FIGURES are the keys of :data:`QUEUE_FIELDS`. A queue is listed when it
+has jobs, dead letters, or statistics in the last hour. Everything is computed
+against one reading of the database clock.
+
+Windows: statistics are kept per minute, so the window of N minutes is made of
+whole minute rows: the current (partial) minute and the N minutes before it.
+It spans between N and N+1 minutes; the throughput divides by the time the
+window really covers (from the start of its oldest minute until now), so it is
+a true rate. Percentiles and the success rate are over the 5-minute window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from receiptq import db
+from receiptq.config import env_float
+from receiptq.stats import add_histograms, empty_histogram, histogram_percentile
+
+#: The statistics windows, in minutes.
+WINDOWS_MIN = (1, 5, 60)
+#: Latency and run-time percentiles and the success rate cover this window (minutes).
+PERCENTILE_WINDOW_MIN = 5
+#: A worker whose heartbeat is older than this (s) is reported lost: after one
+#: lease without a heartbeat its jobs are rescued by others
+#: (``RECEIPTQ_LEASE_S``, default 30, the broker's lease).
+DEFAULT_WORKER_ALIVE_S = 30.0
+
+#: The figures of one queue (and of the totals), in display order.
+QUEUE_FIELDS = (
+    "queued",
+    "scheduled",
+    "running",
+    "dead",
+    "oldest_ready_s",
+    "done_1m",
+    "done_5m",
+    "done_60m",
+    "failed_1m",
+    "failed_5m",
+    "failed_60m",
+    "throughput_per_s_1m",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "run_p50_ms",
+    "run_p95_ms",
+    "success_rate_5m",
+)
+
+
+@dataclass
+class WindowStats:
+    """Finished deliveries of a queue (or of all queues) in each window."""
+
+    done: dict[int, int] = field(default_factory=lambda: dict.fromkeys(WINDOWS_MIN, 0))
+    failed: dict[int, int] = field(default_factory=lambda: dict.fromkeys(WINDOWS_MIN, 0))
+    run_ms_hist: list[int] = field(default_factory=empty_histogram)
+    latency_ms_hist: list[int] = field(default_factory=empty_histogram)
+
+    def add(self, other: WindowStats) -> None:
+        for minutes in WINDOWS_MIN:
+            self.done[minutes] += other.done[minutes]
+            self.failed[minutes] += other.failed[minutes]
+        self.run_ms_hist = add_histograms([self.run_ms_hist, other.run_ms_hist])
+        self.latency_ms_hist = add_histograms([self.latency_ms_hist, other.latency_ms_hist])
+
+
+def window_start(now: datetime, minutes: int) -> datetime:
+    """The oldest minute row inside the window of ``minutes`` minutes ending at ``now``."""
+    return now.replace(second=0, microsecond=0) - timedelta(minutes=minutes)
+
+
+def window_stats(rows: Iterable[Mapping[str, Any]], now: datetime) -> dict[str, WindowStats]:
+    """Sum ``stats_minute`` rows per queue into the windows ending at ``now``.
+
+    Rows older than the longest window are ignored (their queue is not listed).
+    """
+    starts = {minutes: window_start(now, minutes) for minutes in WINDOWS_MIN}
+    oldest = min(starts.values())
+    by_queue: dict[str, WindowStats] = {}
+    for row in rows:
+        if row["minute"] < oldest:
+            continue
+        stats = by_queue.setdefault(row["queue"], WindowStats())
+        for minutes, start in starts.items():
+            if row["minute"] >= start:
+                stats.done[minutes] += row["succeeded"]
+                stats.failed[minutes] += row["failed"]
+        if row["minute"] >= starts[PERCENTILE_WINDOW_MIN]:
+            stats.run_ms_hist = add_histograms([stats.run_ms_hist, row["run_ms_hist"]])
+            stats.latency_ms_hist = add_histograms([stats.latency_ms_hist, row["latency_ms_hist"]])
+    return by_queue
+
+
+def queue_figures(
+    live: Mapping[str, Any] | None, dead: int, stats: WindowStats, now: datetime
+) -> dict[str, Any]:
+    """The figures of one queue (or of the totals) with the keys of :data:`QUEUE_FIELDS`."""
+    live = live or {}
+    span_1m_s = (now - window_start(now, 1)).total_seconds()
+    finished_5m = stats.done[5] + stats.failed[5]
+    return {
+        "queued": live.get("queued", 0),
+        "scheduled": live.get("scheduled", 0),
+        "running": live.get("running", 0),
+        "dead": dead,
+        "oldest_ready_s": live.get("oldest_ready_s"),
+        **{f"done_{minutes}m": stats.done[minutes] for minutes in WINDOWS_MIN},
+        **{f"failed_{minutes}m": stats.failed[minutes] for minutes in WINDOWS_MIN},
+        "throughput_per_s_1m": stats.done[1] / span_1m_s,
+        "latency_p50_ms": histogram_percentile(stats.latency_ms_hist, 0.50),
+        "latency_p95_ms": histogram_percentile(stats.latency_ms_hist, 0.95),
+        "run_p50_ms": histogram_percentile(stats.run_ms_hist, 0.50),
+        "run_p95_ms": histogram_percentile(stats.run_ms_hist, 0.95),
+        "success_rate_5m": stats.done[5] / finished_5m if finished_5m else None,
+    }
+
+
+def total_live(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Live counts summed over queues; the oldest ready job is the oldest of all."""
+    rows = list(rows)
+    ages = [row["oldest_ready_s"] for row in rows if row.get("oldest_ready_s") is not None]
+    totals: dict[str, Any] = {
+        name: sum(row.get(name, 0) for row in rows) for name in ("queued", "scheduled", "running")
+    }
+    totals["oldest_ready_s"] = max(ages) if ages else None
+    return totals
+
+
+def worker_figures(row: Mapping[str, Any], alive_s: float) -> dict[str, Any]:
+    """One worker as shown; its heartbeat age is clamped at 0 (a beat after our clock read)."""
+    age = max(0.0, row["heartbeat_age_s"])
+    return {
+        "id": row["id"],
+        "host": row["host"],
+        "pid": row["pid"],
+        "queues": list(row["queues"]),
+        "in_flight": row["in_flight"],
+        "heartbeat_age_s": age,
+        "alive": age <= alive_s,
+    }
+
+
+def snapshot(
+    source: psycopg.Connection[Any] | str,
+    *,
+    now: datetime | None = None,
+    alive_s: float | None = None,
+) -> dict[str, Any]:
+    """Everything ``receiptq status`` shows, as plain JSON-ready data.
+
+    ``source`` is a connection or a URL. ``now`` (tests) replaces the database
+    clock reading; ``alive_s`` the age past which a worker counts as lost.
+    """
+    if isinstance(source, str):
+        with db.connect(source) as conn:
+            return snapshot(conn, now=now, alive_s=alive_s)
+    if alive_s is None:
+        alive_s = env_float("RECEIPTQ_LEASE_S", DEFAULT_WORKER_ALIVE_S)
+    with source.transaction():
+        if now is None:
+            row = db.fetch_one(source, "db_now")
+            assert row is not None
+            now = row["now"]
+        live = {r["queue"]: r for r in db.fetch_all(source, "job_counts_by_queue", {"now": now})}
+        dead = {r["queue"]: r["dead"] for r in db.fetch_all(source, "dead_letter_count_by_queue")}
+        since = window_start(now, max(WINDOWS_MIN))
+        stats = window_stats(db.fetch_all(source, "stats_since", {"since": since}), now)
+        workers = db.fetch_all(source, "worker_list")
+    return _assemble(live, dead, stats, workers, now, alive_s)
+
+
+def _assemble(
+    live: dict[str, dict[str, Any]],
+    dead: dict[str, int],
+    stats: dict[str, WindowStats],
+    workers: list[dict[str, Any]],
+    now: datetime,
+    alive_s: float,
+) -> dict[str, Any]:
+    queues = {}
+    all_stats = WindowStats()
+    for name in sorted(live.keys() | dead.keys() | stats.keys()):
+        queue_stats = stats.get(name, WindowStats())
+        all_stats.add(queue_stats)
+        queues[name] = queue_figures(live.get(name), dead.get(name, 0), queue_stats, now)
+    totals = queue_figures(total_live(live.values()), sum(dead.values()), all_stats, now)
+    return {
+        "queues": queues,
+        "workers": [worker_figures(row, alive_s) for row in workers],
+        "totals": totals,
+        "generated_at": now.isoformat(),
+    }
