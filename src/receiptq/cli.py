@@ -9,7 +9,6 @@ argument; nothing was written).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import re
@@ -30,7 +29,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from receiptq import __version__, config, db, monitor
+from receiptq import __version__, bench, config, db, demo, monitor
 from receiptq.broker import MessageError, PostgresBroker
 
 EXIT_OK = 0
@@ -633,19 +632,6 @@ def _add_process(sub: Any, common: argparse.ArgumentParser) -> None:
     process.set_defaults(func=run_process)
 
 
-def _add_optional_commands(sub: Any) -> None:
-    # TEMPORARY: bench.py and demo.py are being written alongside this module; once
-    # they exist this becomes a plain `from receiptq import bench, demo`.
-    for name in ("bench", "demo"):
-        try:
-            module = importlib.import_module(f"receiptq.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"receiptq.{name}":
-                raise
-            continue
-        module.add_parser(sub)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="receiptq", description="Background jobs on PostgreSQL, with Dramatiq."
@@ -668,7 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dead_letter(sub, data)
     _add_enqueue(sub, data)
     _add_process(sub, common)
-    _add_optional_commands(sub)
+    bench.add_parser(sub)
+    demo.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,734 @@
+"""``receiptq bench``: the peers' two workloads (../shared/peers) run on receiptq.
+
+Workloads, each on a fresh database (``--database``, dropped and created on the
+server of the URL, then migrated):
+
+  drain   Enqueue N no-op jobs with ``broker.enqueue_many``, 1000 per call, then
+          start the real ``dramatiq`` CLI (``receiptq.actors.bench``) and time
+          from the first worker process's ``before_worker_boot`` until the last
+          job has w. Also reports when the last ack landed (jobs table empty).
+  steady  Workers run; after 20 warm-up jobs, a producer in a process of its own
+          enqueues batches of 10 (``enqueue_many``) as fast as it can for T
+          seconds. Reports jobs done in the window per second, the producer's
+          rate, and the enqueue-to-start latency (p50, p99, nearest rank).
+
+A job counts as done when its function has run, as for the peers. The worker
+processes record that in memory and write it every 50 ms into the bench-only
+tables (schema ``bench``), with each job's start time, so that "last done" and
+the window's end are exact rather than bounded by a polling interval.
+
+Output: one JSON line per workload on stdout, with the peers' keys, then a
+table (left out with ``--json``). Progress goes to stderr. Benchmarks never fail
+on speed: the exit status is 1 only when a workload raised an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+from dramatiq.message import Message
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from receiptq import db
+from receiptq.broker import PostgresBroker
+from receiptq.config import database_url
+from receiptq.stats import percentile
+
+PEER = "receiptq"
+WORKLOADS = ("drain", "steady")
+
+#: The benchmark's worker module, queue and actor (see receiptq/actors/bench.py;
+#: importing that module here would set up a broker from the environment).
+WORKER_MODULE = "receiptq.actors.bench"
+BENCH_QUEUE = "bench"
+BENCH_ACTOR = "bench_noop"
+
+DEFAULT_DATABASE = "receiptq_bench"
+DRAIN_ENQUEUE_CHUNK = 1000  # drain: jobs per enqueue_many call
+STEADY_BATCH = 10  # steady: jobs per enqueue_many call of the producer
+WARMUP_JOBS = 20  # steady: jobs run before the window opens
+POLL_S = 0.02  # how often the figures are read while waiting (as the peers)
+ACK_POLL_S = 0.005  # how often "is the jobs table empty" is asked once all jobs ran
+RECORD_SETTLE_S = 0.25  # the workers write their figures every 50 ms: wait this long for them
+STOP_TIMEOUT_S = 10.0  # grace when stopping subprocesses
+
+DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class BenchTimeout(Exception):
+    """The workload's hard timeout elapsed; partial figures are reported."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    workloads: tuple[str, ...]
+    jobs: int
+    seconds: float
+    processes: int
+    threads: int
+    timeout: float
+    database: str
+    quiet: bool
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _workloads(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in WORKLOADS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown workload {', '.join(unknown) or text!r}; known: {', '.join(WORKLOADS)}"
+        )
+    return names
+
+
+def _database_name(text: str) -> str:
+    if not DATABASE_NAME.match(text):
+        raise argparse.ArgumentTypeError(
+            f"invalid database name {text!r}: letters, digits and '_', at most 63"
+        )
+    return text
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workload",
+        type=_workloads,
+        default=WORKLOADS,
+        metavar="drain,steady",
+        help="comma-separated workloads (default: both)",
+    )
+    parser.add_argument(
+        "--jobs", type=_positive_int, default=20_000, help="drain: jobs (default 20000)"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=_positive_float,
+        default=15.0,
+        help="steady: length of the window in seconds (default 15)",
+    )
+    parser.add_argument(
+        "--processes", type=_positive_int, default=2, help="dramatiq worker processes (default 2)"
+    )
+    parser.add_argument(
+        "--threads", type=_positive_int, default=8, help="threads per worker process (default 8)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=120.0,
+        help="hard limit per workload in seconds; partial figures are printed (default 120)",
+    )
+    parser.add_argument(
+        "--database",
+        type=_database_name,
+        default=DEFAULT_DATABASE,
+        help=f"benchmark database, dropped and created on the URL's server "
+        f"(default {DEFAULT_DATABASE})",
+    )
+    parser.add_argument("--json", action="store_true", help="JSON lines only, no table")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``receiptq bench`` on the CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmark receiptq with the peers' drain and steady workloads",
+        description="Run the peer benchmark's two workloads on receiptq, with real "
+        "`dramatiq` worker processes: drain (enqueue N no-op jobs, then time the workers "
+        "until all ran) and steady (a producer enqueues batches of 10 for T seconds; "
+        "throughput and enqueue-to-start latency). Each workload starts from a fresh "
+        "database on the URL's server. One JSON line per workload, then a table.",
+    )
+    _add_options(parser)
+    # The CLI has a global --url; SUPPRESS keeps this one from overwriting it.
+    parser.add_argument(
+        "--url", default=argparse.SUPPRESS, help="PostgreSQL server URL (default: as configured)"
+    )
+    parser.set_defaults(func=run)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(
+        workloads=tuple(args.workload),
+        jobs=args.jobs,
+        seconds=args.seconds,
+        processes=args.processes,
+        threads=args.threads,
+        timeout=args.timeout,
+        database=args.database,
+        quiet=args.json,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen workloads; print a JSON line each, then a table. Exit status."""
+    settings = settings_from(args)
+    server_url = database_url(getattr(args, "url", None))
+    results = []
+    with sigterm_exits():
+        for workload in settings.workloads:
+            _log(settings, f"[{PEER}] {workload} ...")
+            result = run_one(workload, settings, server_url)
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    if not settings.quiet:
+        print_table(results)
+    return 1 if any("error" in result for result in results) else 0
+
+
+_signalled: list[int] = []  # SIGTERMs received inside sigterm_exits()
+
+
+@contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit at the next check_signals(), which every wait loop
+    calls, so that the finally blocks stop every subprocess. (Raising from the handler
+    itself could break off a query in the middle.)"""
+
+    def handler(signum: int, frame: object) -> None:
+        _signalled.append(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _signalled.clear()
+
+
+def check_signals() -> None:
+    """Raise SystemExit when a SIGTERM arrived (see sigterm_exits)."""
+    if _signalled:
+        raise SystemExit(128 + _signalled[0])
+
+
+def _log(settings: Settings, message: str) -> None:
+    if not settings.quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+# --- databases and subprocesses (also used by receiptq.demo) ------------------------------
+
+
+def recreate_database(server_url: str, name: str) -> str:
+    """Drop and create the database ``name`` on the server of ``server_url``; its URL."""
+    if not DATABASE_NAME.match(name):
+        raise ValueError(f"invalid database name {name!r}")
+    admin_url = server_url
+    if conninfo_to_dict(server_url).get("dbname") == name:
+        admin_url = make_conninfo(server_url, dbname="postgres")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for query in ("bench_drop_database", "bench_create_database"):
+            conn.execute(sql.SQL(db.query(query)).format(database=sql.Identifier(name)))
+    return make_conninfo(server_url, dbname=name)
+
+
+def start_dramatiq(
+    module: str,
+    url: str,
+    *,
+    processes: int,
+    threads: int,
+    queues: list[str],
+    log_path: Path,
+) -> subprocess.Popen[bytes]:
+    """Start the real ``dramatiq`` CLI over ``module`` in a session of its own."""
+    command = [
+        sys.executable, "-m", "dramatiq", module,
+        "--processes", str(processes),
+        "--threads", str(threads),
+        "--queues", *queues,
+    ]  # fmt: skip
+    with open(log_path, "wb") as log_file:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, RECEIPTQ_DATABASE_URL=url),
+            start_new_session=True,  # its own process group: see stop_process()
+        )
+
+
+def stop_process(proc: subprocess.Popen[Any], grace_s: float = STOP_TIMEOUT_S) -> None:
+    """Stop a subprocess started with start_new_session=True, and whatever it forked.
+
+    SIGTERM goes to the process itself, not its group: the dramatiq CLI forwards it
+    to its worker processes, and a worker that gets a second SIGTERM exits at once
+    ("Killing worker process") without writing its pending acks and statistics.
+    Whatever is left of the process group after the grace gets SIGKILL.
+    """
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def bench_messages(count: int) -> list[Message[Any]]:
+    """``count`` messages for the no-op actor, stamped with the current time."""
+    now = time.time()
+    return [
+        Message(queue_name=BENCH_QUEUE, actor_name=BENCH_ACTOR, args=(now,), kwargs={}, options={})
+        for _ in range(count)
+    ]
+
+
+def open_broker(url: str) -> PostgresBroker:
+    broker = PostgresBroker(url)
+    broker.declare_queue(BENCH_QUEUE)
+    return broker
+
+
+def version_string(conn: psycopg.Connection[Any] | None = None) -> str:
+    parts = [
+        f"receiptq {importlib.metadata.version('receiptq')}",
+        f"dramatiq {importlib.metadata.version('dramatiq')}",
+        f"psycopg {importlib.metadata.version('psycopg')}",
+    ]
+    if conn is not None:
+        number = conn.info.server_version
+        parts.append(f"PostgreSQL {number // 10000}.{number % 10000}")
+    return ", ".join(parts)
+
+
+# --- one workload ------------------------------------------------------------------------
+
+
+class Workload:
+    """The resources of one workload run; close() releases them whatever happened."""
+
+    def __init__(self, name: str, settings: Settings, server_url: str, result: dict[str, Any]):
+        self.name = name
+        self.settings = settings
+        self.server_url = server_url
+        self.result = result
+        self.deadline = time.monotonic() + settings.timeout
+        self.url = ""
+        self.conn: psycopg.Connection[Any] | None = None
+        self.workers: subprocess.Popen[bytes] | None = None
+        self.producer: subprocess.Popen[bytes] | None = None
+        self.brokers: list[PostgresBroker] = []
+        self.log_path = (
+            Path(tempfile.gettempdir()) / f"receiptq-bench-{settings.database}-{name}.log"
+        )
+
+    # -- set-up -----------------------------------------------------------------------
+
+    def setup(self) -> psycopg.Connection[Any]:
+        """Fresh database, migrated, with the bench-only tables; a connection to it."""
+        self.url = recreate_database(self.server_url, self.settings.database)
+        db.migrate(self.url)
+        self.conn = db.connect(self.url)
+        self.conn.execute(db.query("bench_setup"))
+        self.result["version"] = version_string(self.conn)
+        return self.conn
+
+    def broker(self) -> PostgresBroker:
+        broker = open_broker(self.url)
+        self.brokers.append(broker)
+        return broker
+
+    def start_workers(self) -> float:
+        """Start the dramatiq CLI; return when its first worker process booted (epoch s)."""
+        self.workers = start_dramatiq(
+            WORKER_MODULE,
+            self.url,
+            processes=self.settings.processes,
+            threads=self.settings.threads,
+            queues=[BENCH_QUEUE],
+            log_path=self.log_path,
+        )
+        while True:
+            row = self.fetch("bench_first_boot")
+            if row["booted_at"] is not None:
+                return float(row["booted_at"])
+            self.check()
+            time.sleep(POLL_S)
+
+    # -- while it runs ----------------------------------------------------------------
+
+    def fetch(self, query: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        assert self.conn is not None
+        row = db.fetch_one(self.conn, query, params)
+        assert row is not None
+        return row
+
+    def check(self) -> None:
+        """Raise when the time is up or the workers died."""
+        check_signals()
+        if time.monotonic() >= self.deadline:
+            raise BenchTimeout
+        if self.workers is not None and self.workers.poll() is not None:
+            raise RuntimeError(
+                f"dramatiq exited with {self.workers.returncode} "
+                f"(log {self.log_path}: {log_tail(self.log_path)})"
+            )
+
+    def wait_done(self, count: int, on_progress: Callable[[int], None] | None = None) -> Any:
+        """Poll until ``count`` jobs ran; the progress row (done, last_at) at that point."""
+        while True:
+            row = self.fetch("bench_progress")
+            if on_progress is not None:
+                on_progress(int(row["done"]))
+            if row["done"] >= count:
+                return row
+            self.check()
+            time.sleep(POLL_S)
+
+    def jobs_left(self) -> int:
+        return int(self.fetch("job_count_unfinished", {"queue": BENCH_QUEUE})["jobs"])
+
+    # -- tear-down --------------------------------------------------------------------
+
+    def close(self) -> None:
+        errors = []
+        for proc in (self.producer, self.workers):
+            if proc is not None:
+                try:
+                    stop_process(proc)
+                except Exception as exc:  # keep stopping the others
+                    errors.append(exc)
+        for broker in self.brokers:
+            try:
+                broker.close()
+            except Exception as exc:
+                errors.append(exc)
+        if self.conn is not None:
+            self.conn.close()
+        if errors:
+            raise errors[0]
+
+
+def consumers_string(settings: Settings, workload: str) -> str:
+    batch = DRAIN_ENQUEUE_CHUNK if workload == "drain" else STEADY_BATCH
+    return (
+        f"dramatiq CLI {WORKER_MODULE} --processes {settings.processes} "
+        f"--threads {settings.threads} --queues {BENCH_QUEUE}, PostgresBroker with "
+        f"Dramatiq's default middleware and durable batched acks, sync no-op actor; "
+        f"enqueue = broker.enqueue_many, {batch} per call"
+    )
+
+
+def run_one(workload: str, settings: Settings, server_url: str) -> dict[str, Any]:
+    """Run one workload within its hard timeout and always clean up; its result line."""
+    result: dict[str, Any] = {"peer": PEER, "workload": workload}
+    if workload == "drain":
+        result["jobs"] = settings.jobs
+    else:
+        result["seconds"] = settings.seconds
+        result["enqueue_batch"] = STEADY_BATCH
+    result["version"] = version_string()
+    result["consumers"] = consumers_string(settings, workload)
+    w = Workload(workload, settings, server_url, result)
+    try:
+        if workload == "drain":
+            run_drain(w)
+        else:
+            run_steady(w)
+        result["timeout"] = False
+    except BenchTimeout:
+        result["timeout"] = True
+    except Exception as exc:
+        result["timeout"] = False
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        try:
+            w.close()
+        except Exception as exc:
+            result.setdefault("error", f"while stopping: {type(exc).__name__}: {exc}")
+    return result
+
+
+def _progress(settings: Settings) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=settings.quiet,
+    )
+
+
+def run_drain(w: Workload) -> None:
+    """Fill ``w.result`` as it goes, so that a timeout still leaves partial figures."""
+    jobs, result = w.settings.jobs, w.result
+    w.setup()
+
+    broker = w.broker()
+    start = time.perf_counter()
+    remaining = jobs
+    while remaining > 0:
+        chunk = min(DRAIN_ENQUEUE_CHUNK, remaining)
+        broker.enqueue_many(bench_messages(chunk))
+        remaining -= chunk
+        result["enqueued"] = jobs - remaining
+        w.check()
+    enqueue_s = time.perf_counter() - start
+    result["enqueue_s"] = round(enqueue_s, 3)
+    result["enqueue_jobs_per_s"] = round(jobs / enqueue_s, 1)
+    broker.close()  # writes its statistics; the bench process stays idle from here
+
+    _log(w.settings, f"[{PEER}] drain: {jobs} jobs enqueued, starting the workers")
+    started_at = w.start_workers()
+
+    def note(done: int) -> None:
+        drain_s = time.time() - started_at
+        result["done"] = done
+        result["drain_s"] = round(drain_s, 3)
+        result["drain_jobs_per_s"] = round(done / drain_s, 1) if drain_s > 0 else None
+        progress.update(task, completed=min(done, jobs))
+
+    with _progress(w.settings) as progress:
+        task = progress.add_task("drain", total=jobs)
+        row = w.wait_done(jobs, note)
+
+    # "last done" is the start of the last job, as the worker recorded it.
+    drain_s = float(row["last_at"]) - started_at
+    result["done"] = int(row["done"])
+    result["drain_s"] = round(drain_s, 3)
+    result["drain_jobs_per_s"] = round(jobs / drain_s, 1)
+
+    # When the last ack landed: the jobs table holds no job of the queue any more.
+    while w.jobs_left() > 0:
+        w.check()
+        time.sleep(ACK_POLL_S)
+    result["last_ack_s"] = round(time.time() - started_at, 3)
+
+
+def _read_line(w: Workload, proc: subprocess.Popen[bytes], timeout_s: float) -> bytes:
+    """One line from the producer's stdout, or an error when it takes too long."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            return proc.stdout.readline()
+        if proc.poll() is not None:
+            return proc.stdout.readline()
+        w.check()
+        if time.monotonic() >= deadline:
+            raise RuntimeError("the producer process did not answer in time")
+
+
+def run_steady(w: Workload) -> None:
+    """Fill ``w.result`` as it goes, so that a timeout still leaves partial figures."""
+    seconds, result = w.settings.seconds, w.result
+    conn = w.setup()
+    w.start_workers()
+    broker = w.broker()
+    broker.enqueue_many(bench_messages(WARMUP_JOBS))
+    broker.close()
+    w.wait_done(WARMUP_JOBS)
+    db.execute(conn, "bench_reset")
+
+    # The producer runs in a process of its own (this module with --produce), so that
+    # it does not share a core's worth of Python with the bench. Handshake: it prints
+    # "ready" once connected, we answer "go", it enqueues for `seconds` and prints
+    # {"enqueued": n}.
+    w.producer = subprocess.Popen(
+        [
+            sys.executable, "-m", "receiptq.bench", "--produce",
+            "--url", w.url, "--seconds", str(seconds),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    producer = w.producer
+    stdin: IO[bytes] | None = producer.stdin
+    assert stdin is not None
+    if _read_line(w, producer, STOP_TIMEOUT_S * 3).strip() != b"ready":
+        raise RuntimeError("the producer process did not start")
+    _log(w.settings, f"[{PEER}] steady: producing for {seconds:g} s")
+    start = time.monotonic()
+    stdin.write(b"go\n")
+    stdin.flush()
+
+    while (elapsed := time.monotonic() - start) < seconds:
+        time.sleep(min(0.25, seconds - elapsed))
+        w.check()
+        completed = int(w.fetch("bench_progress")["done"])
+        result["completed"] = completed
+        result["completed_jobs_per_s"] = round(completed / (time.monotonic() - start), 1)
+    window_end = time.time()
+    window_s = time.monotonic() - start
+
+    line = _read_line(w, producer, STOP_TIMEOUT_S + seconds)
+    enqueued = int(json.loads(line)["enqueued"])
+    producer.wait(STOP_TIMEOUT_S)  # let it close cleanly
+
+    # The figures of jobs that started before the window closed (the workers write
+    # them every 50 ms: give them time to land).
+    time.sleep(RECORD_SETTLE_S)
+    window = w.fetch("bench_window", {"until": window_end})
+    completed = int(window["done"])
+    latencies = [float(value) for value in window["latencies_ms"]]
+
+    result["enqueued"] = enqueued
+    result["enqueue_jobs_per_s"] = round(enqueued / seconds, 1)
+    result["completed"] = completed
+    result["completed_jobs_per_s"] = round(completed / window_s, 1)
+    result["latency_samples"] = len(latencies)
+    result["latency_p50_ms"] = _round(percentile(latencies, 0.50))
+    result["latency_p99_ms"] = _round(percentile(latencies, 0.99))
+    # Jobs enqueued in the window but not run at its end: when large, the consumers
+    # did not keep up and the latencies leave out the jobs still waiting.
+    result["backlog_at_end"] = max(0, enqueued - completed)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+# --- the producer subprocess (steady) ----------------------------------------------------
+
+
+def produce(url: str, seconds: float) -> int:
+    broker = open_broker(url)
+    try:
+        with broker.connection():
+            pass  # connect before "ready", as the peers' producers do
+        print("ready", flush=True)
+        if sys.stdin.readline().strip() != "go":
+            return 1
+        enqueued = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            broker.enqueue_many(bench_messages(STEADY_BATCH))
+            enqueued += STEADY_BATCH
+        print(json.dumps({"enqueued": enqueued}), flush=True)
+    finally:
+        broker.close()
+    return 0
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    def cell(value: Any, digits: int = 0) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    table = Table(title="receiptq bench")
+    for header in ("peer", "workload", "jobs", "enqueue/s", "done/s", "p50 ms", "p99 ms"):
+        table.add_column(header, justify="left" if header in ("peer", "workload") else "right")
+    table.add_column("last ack s", justify="right")
+    table.add_column("note")
+    for r in results:
+        note = "TIMEOUT" if r.get("timeout") else ""
+        if "error" in r:
+            note = "ERROR: " + r["error"][:60]
+        if r["workload"] == "drain":
+            jobs, rate = r.get("done"), r.get("drain_jobs_per_s")
+        else:
+            jobs, rate = r.get("completed"), r.get("completed_jobs_per_s")
+            if r.get("backlog_at_end"):
+                note = (note + f" backlog={r['backlog_at_end']}").strip()
+        table.add_row(
+            r["peer"],
+            r["workload"],
+            cell(jobs),
+            cell(r.get("enqueue_jobs_per_s")),
+            cell(rate),
+            cell(r.get("latency_p50_ms"), 1),
+            cell(r.get("latency_p99_ms"), 1),
+            cell(r.get("last_ack_s"), 2),
+            note,
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)
+    console.print(table)
+    console.print(
+        "drain: jobs = jobs done, done/s = jobs / seconds from the first worker's boot to the "
+        "last job's start; last ack = when the jobs table was empty.\n"
+        "steady: jobs = jobs done in the window, done/s over the window, p50/p99 = latency "
+        "from enqueue to job start. Compare ratios within one run, not absolute figures."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m receiptq.bench``: the benchmark without the CLI (and its producer)."""
+    parser = argparse.ArgumentParser(prog="python -m receiptq.bench", description=__doc__)
+    _add_options(parser)
+    parser.add_argument("--url", default=None, help="PostgreSQL server URL")
+    parser.add_argument("--produce", action="store_true", help=argparse.SUPPRESS)  # internal
+    args = parser.parse_args(argv)
+    if args.produce:
+        # The producer holds nothing that needs cleaning up: SIGTERM just ends it.
+        return produce(database_url(args.url), args.seconds)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
