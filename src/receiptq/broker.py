@@ -299,15 +299,15 @@ class PostgresBroker(Broker):
             "messages": [r.message for r in rows],
         }
         with self.connection() as conn:
-            stored = len(db.fetch_all(conn, "job_enqueue_many", columns))
+            stored = db.fetch_all(conn, "job_enqueue_many", columns)
         for message in messages:
             self.emit_after("enqueue", message, delay)
         counts: dict[tuple[str, str], int] = {}
-        for r in rows:
-            counts[r.queue, r.actor] = counts.get((r.queue, r.actor), 0) + 1
+        for r in stored:  # dropped duplicates are not counted
+            counts[r["queue"], r["actor"]] = counts.get((r["queue"], r["actor"]), 0) + 1
         for (queue, actor), n in counts.items():
             self._flusher.count(queue, actor, enqueued=n)
-        return stored
+        return len(stored)
 
     # -- consuming --------------------------------------------------------------------
 
@@ -332,7 +332,14 @@ class PostgresBroker(Broker):
                     lease_s=self.lease_s,
                     interval_s=max(self.lease_s / 3, 0.2),
                     status=self._worker_status,
+                    on_rescue=self._count_rescued,
                 )
+
+    def _count_rescued(self, outcomes: list[dict[str, Any]]) -> None:
+        """Count the jobs of lost workers the rescue moved to the dead letters."""
+        for row in outcomes:
+            if row["outcome"] == "dead":
+                self._flusher.count(row["queue"], row["actor"], dead_lettered=row["jobs"])
 
     def _worker_status(self) -> tuple[list[str], int]:
         with self._lock:
@@ -516,13 +523,13 @@ class PostgresBroker(Broker):
             consumers = list(self._consumers)
         for consumer in consumers:
             consumer.close()
-        self._flusher.close()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        if self._heartbeat is not None:
+        if self._heartbeat is not None:  # before the flusher: a last rescue still counts
             self._heartbeat.close()
             self._heartbeat = None
+        self._flusher.close()
         if self._pool is not None:
             self._pool.close()
         self._pool = None

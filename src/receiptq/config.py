@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import warnings
 from pathlib import Path
 
 #: Environment variables consulted for the database URL, in order.
@@ -75,11 +76,14 @@ def embedded_database_url() -> str:
     global _embedded_url
     with _embedded_lock:
         if _embedded_url is None:
-            import pgserver
+            with warnings.catch_warnings():
+                # platformdirs warns about a missing XDG_RUNTIME_DIR; pgserver copes.
+                warnings.simplefilter("ignore")
+                import pgserver
 
-            data_dir = receiptq_home() / "pgdata"
-            data_dir.parent.mkdir(parents=True, exist_ok=True)
-            server = pgserver.get_server(data_dir, cleanup_mode=None)
+                data_dir = receiptq_home() / "pgdata"
+                data_dir.parent.mkdir(parents=True, exist_ok=True)
+                server = pgserver.get_server(data_dir, cleanup_mode=None)
             _embedded_url = server.get_uri()
         return _embedded_url
 

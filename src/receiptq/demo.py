@@ -62,6 +62,8 @@ PRIORITIES = (0, 5, 10)
 DELAYED_SHARE = 0.10
 DELAY_S = (1.0, 5.0)
 WORK_SHARE = 0.30
+#: Share of jobs that always fail when --fail-rate > 0 (they end as dead letters).
+POISON_SHARE = 0.003
 WORK_MS = (1, 20)
 ENQUEUE_CHUNK = 1000
 POLL_S = 0.25
@@ -249,12 +251,14 @@ def demo_messages(
         if rng.random() < DELAYED_SHARE:
             options["eta"] = int(now_ms + rng.uniform(*DELAY_S) * 1000)
         work_ms = rng.randint(*WORK_MS) if rng.random() < WORK_SHARE else 0
+        # A few poison jobs fail every time, so the dead letters have something to show.
+        job_fail_rate = 1.0 if fail_rate and rng.random() < POISON_SHARE else fail_rate
         messages.append(
             Message(
                 queue_name=DEMO_QUEUE,
                 actor_name=DEMO_ACTOR,
                 args=(job_no,),
-                kwargs={"work_ms": work_ms, "fail_rate": fail_rate},
+                kwargs={"work_ms": work_ms, "fail_rate": job_fail_rate},
                 options=options,
             )
         )

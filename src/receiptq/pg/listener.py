@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "receiptq"
 RECONNECT_DELAY_S = 1.0
+#: How long one wait for notifications lasts: close() waits at most this long.
+WAIT_S = 0.2
 
 
 class Listener:
@@ -39,7 +41,7 @@ class Listener:
                     conn.execute("LISTEN receiptq")
                     self.connected.set()
                     while not self._stop.is_set():
-                        for notify in conn.notifies(timeout=1.0):
+                        for notify in conn.notifies(timeout=WAIT_S):
                             self._wake(notify.payload)
             except Exception as exc:
                 self.connected.clear()

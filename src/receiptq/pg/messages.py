@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +19,21 @@ DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 
 #: Options that only make sense for one delivery and are never stored.
 TRANSIENT_OPTIONS = ("eta",)
+
+#: Integer options are stored in ``integer`` columns.
+_INT32 = range(-(2**31), 2**31)
+#: A JSON ``\u0000`` escape not itself escaped: PostgreSQL's jsonb cannot store NUL.
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+#: Message fields and the types a stored message must give them.
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "queue_name": str,
+    "actor_name": str,
+    "args": (list, tuple),
+    "kwargs": dict,
+    "options": dict,
+    "message_id": str,
+    "message_timestamp": (int, float),
+}
 
 
 class MessageError(ValueError):
@@ -60,12 +77,23 @@ def encode_message(message: Message[Any], *, max_bytes: int) -> str:
     fields = message.asdict()
     fields["options"] = {k: v for k, v in message.options.items() if k not in TRANSIENT_OPTIONS}
     try:
-        text = json.dumps(fields, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(fields, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise MessageError(
             f"message for actor {message.actor_name!r} is not JSON-serializable: {exc}"
         ) from None
-    size = len(text.encode())
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        raise MessageError(
+            f"message for actor {message.actor_name!r} holds a string that is not valid "
+            "Unicode (a lone surrogate)"
+        ) from None
+    if _JSON_NUL.search(text):
+        raise MessageError(
+            f"message for actor {message.actor_name!r} holds a NUL character (\\u0000), "
+            "which PostgreSQL cannot store in jsonb"
+        )
     if size > max_bytes:
         raise MessageError(
             f"message for actor {message.actor_name!r} is {size} bytes encoded, over the "
@@ -79,6 +107,10 @@ def decode_message(text: str | bytes | dict[str, Any]) -> Message[Any]:
     """Build a Message from a stored row; raises MessageError when it cannot."""
     try:
         fields = json.loads(text) if isinstance(text, str | bytes) else dict(text)
+        for name, value in fields.items():
+            kind = _FIELD_TYPES.get(name, object)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise TypeError(f"field {name!r} is a {type(value).__name__}")
         fields["args"] = tuple(fields["args"])
         return Message(**fields)
     except Exception as exc:
@@ -91,6 +123,8 @@ def _int_option(message: Message[Any], name: str, default: int | None) -> int | 
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise MessageError(f"option {name!r} must be an integer, got {value!r}")
+    if value not in _INT32:
+        raise MessageError(f"option {name!r} must be a 32-bit integer, got {value!r}")
     return value
 
 
@@ -123,7 +157,9 @@ def job_row(
     if not isinstance(message.actor_name, str) or not message.actor_name:
         raise MessageError("a message needs an actor name")
     if delay_ms is not None and (
-        isinstance(delay_ms, bool) or not isinstance(delay_ms, int | float) or delay_ms < 0
+        isinstance(delay_ms, bool)
+        or not isinstance(delay_ms, int | float)
+        or not 0 <= delay_ms < math.inf
     ):
         raise MessageError(f"delay must be a number of milliseconds >= 0, got {delay_ms!r}")
     eta = message.options.get("eta")
@@ -131,8 +167,13 @@ def job_row(
     if eta is not None and delay_ms is None:
         if isinstance(eta, bool) or not isinstance(eta, int | float):
             raise MessageError(f"option 'eta' must be epoch milliseconds, got {eta!r}")
-        run_at = datetime.fromtimestamp(eta / 1000, tz=UTC)
+        try:
+            run_at = datetime.fromtimestamp(eta / 1000, tz=UTC)
+        except (ValueError, OverflowError, OSError):
+            raise MessageError(f"option 'eta' is not a usable time, got {eta!r}") from None
     retries = _int_option(message, "max_retries", max_retries)
+    if message.queue_name != queue:  # a delay queue's message is stored on its queue
+        message = message.copy(queue_name=queue)
     return JobRow(
         message_id=str(message.message_id),
         queue=queue,

@@ -36,7 +36,7 @@ SELECT id, false FROM inserted;
 
 -- name: job_enqueue_many
 -- Insert many new jobs in one statement (arrays, one element per job); duplicates
--- of a queued or running message id or unique_key are dropped. Returns the stored ids.
+-- of a queued or running message id or unique_key are dropped. Returns the stored jobs.
 INSERT INTO receiptq.jobs (message_id, queue, actor, priority, run_at, max_attempts,
                            tier, user_id, unique_key, message)
 SELECT m.message_id, m.queue, m.actor, m.priority,
@@ -49,7 +49,7 @@ FROM unnest(%(message_ids)s::text[], %(queues)s::text[], %(actors)s::text[],
      AS m(message_id, queue, actor, priority, run_at, delay_s, max_attempts, tier,
           user_id, unique_key, message)
 ON CONFLICT DO NOTHING
-RETURNING id;
+RETURNING id, queue, actor;
 
 -- name: job_claim_batch
 -- Claim up to `limit` ready jobs of a queue for one worker, in priority order,
