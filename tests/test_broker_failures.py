@@ -460,7 +460,7 @@ def expire_and_rescue(conn: psycopg.Connection[Any]) -> None:
     transaction so that the owner's own heartbeat cannot renew them in between."""
     with conn.transaction():
         conn.execute("UPDATE receiptq.jobs SET lease_expires_at = now() - interval '1s'")
-        db.fetch_all(conn, "job_rescue_expired")
+        db.fetch_all(conn, "job_rescue_expired", {"worker_id": "another-worker", "ids": []})
 
 
 def test_late_ack_of_a_rescued_delivery_does_not_delete_the_new_delivery(broker, conn):
@@ -506,3 +506,77 @@ def test_nack_of_a_rescued_delivery_leaves_the_new_delivery_alone(broker, conn):
         assert dead_letters(conn) == []
     finally:
         consumer.close()
+
+
+# -- deliveries the worker gives up on -------------------------------------------------------
+
+
+def test_retry_that_cannot_be_stored_leaves_the_job_to_its_lease_instead_of_losing_it(
+    broker, conn, monkeypatch
+):
+    @dramatiq.actor(queue_name="unstored", max_retries=3, min_backoff=10)
+    def flaky():
+        raise RuntimeError("service down")
+
+    flaky.send()
+    original_enqueue = broker.enqueue
+
+    def database_gone(message, *, delay=None):
+        raise psycopg.OperationalError("connection lost")
+
+    spy = AckSpy("flaky")
+    broker.add_middleware(spy)
+    monkeypatch.setattr(broker, "enqueue", database_gone)  # Retries' re-send fails
+    worker = start_worker(broker, threads=1)
+    try:
+        assert spy.acked.wait(10)
+    finally:
+        worker.stop()
+    monkeypatch.setattr(broker, "enqueue", original_enqueue)
+    broker.wait_for_acks()
+
+    [row] = job_rows(conn)
+    assert (row["state"], row["attempt"]) == ("running", 1), "the job was not acked away"
+    # The heartbeat no longer renews its lease; once it runs out, the job is rescued.
+    conn.execute("UPDATE receiptq.jobs SET lease_expires_at = now() + interval '1 second'")
+    broker.heartbeat_now()
+    [row] = job_rows(conn)
+    assert (
+        row["lease_expires_at"] < conn.execute("SELECT now() + interval '2 s' AS t").fetchone()["t"]
+    )
+    conn.execute("UPDATE receiptq.jobs SET lease_expires_at = now() - interval '1 second'")
+    assert broker.heartbeat_now() == [
+        {"outcome": "requeued", "queue": "unstored", "actor": "flaky", "jobs": 1}
+    ]
+
+
+def test_heartbeat_renews_the_leases_of_deliveries_in_flight(broker, conn):
+    @dramatiq.actor(queue_name="renew")
+    def slow():
+        pass
+
+    slow.send()
+    consumer = broker.consume("renew", prefetch=1, timeout=1000)
+    assert next(consumer) is not None
+    conn.execute("UPDATE receiptq.jobs SET lease_expires_at = now() + interval '1 second'")
+    broker.heartbeat_now()
+    [row] = job_rows(conn)
+    renewed_until = conn.execute("SELECT now() + interval '4 s' AS t").fetchone()["t"]
+    assert row["lease_expires_at"] > renewed_until  # lease_s = 5 in the fixture
+    consumer.close()
+
+
+def test_late_retry_from_a_worker_that_lost_the_job_does_not_requeue_it(broker, lost_worker, conn):
+    @dramatiq.actor(queue_name="late", max_retries=3)
+    def ocr_receipt():
+        pass
+
+    lost_worker.declare_queue("late")
+    sent = ocr_receipt.send()
+    consumer = broker.consume("late", prefetch=1, timeout=1000)
+    assert next(consumer) is not None  # the live worker holds the job now
+    # The lost worker's Retries re-sends the same message id late:
+    lost_worker.enqueue(sent, delay=10)
+    [row] = job_rows(conn)
+    assert (row["state"], row["lease_owner"]) == ("running", broker.worker_id)
+    consumer.close()

@@ -121,7 +121,7 @@ class PostgresBroker(Broker):
         self.queues: dict[str, None] = {}
         self.worker_id = new_worker_id()
         self._ack_flush_ms = ack_flush_ms or env_int("RECEIPTQ_ACK_FLUSH_MS", 5)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the first heartbeat runs under it
         self._pid = os.getpid()
         self._pool: ConnectionPool | None = None
         self._flusher = Flusher(self._get_pool, ack_flush_ms=self._ack_flush_ms)
@@ -129,6 +129,7 @@ class PostgresBroker(Broker):
         self._heartbeat: Heartbeat | None = None
         self._consumers: set[_PostgresConsumer] = set()
         self._retried: set[str] = set()  # message ids re-queued while being delivered here
+        self._in_flight: set[int] = set()  # job ids claimed here and not finished yet
         self._local = threading.local()
         self.add_middleware(_DeliveryClock())
         # A forked child (Dramatiq's worker processes) starts with no pool and no
@@ -144,7 +145,7 @@ class PostgresBroker(Broker):
         atexit.register(self._flush_at_exit)
 
     def _reset_after_fork(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the first heartbeat runs under it
         self._pid = os.getpid()
         self._pool = None
         self._flusher = Flusher(self._get_pool, ack_flush_ms=self._ack_flush_ms)
@@ -152,6 +153,7 @@ class PostgresBroker(Broker):
         self._heartbeat = None
         self._consumers = set()
         self._retried = set()
+        self._in_flight = set()
         self.worker_id = new_worker_id()
 
     def _flush_at_exit(self) -> None:
@@ -256,7 +258,9 @@ class PostgresBroker(Broker):
         message = message.copy(queue_name=row.queue)
         self.emit_before("enqueue", message, delay)
         with self.connection() as conn:
-            stored = db.fetch_one(conn, "job_enqueue", row.params())
+            stored = db.fetch_one(
+                conn, "job_enqueue", {**row.params(), "worker_id": self.worker_id}
+            )
         if stored is None:
             logger.info(
                 "dropped message %s: unique_key %r is queued or running",
@@ -341,11 +345,15 @@ class PostgresBroker(Broker):
             if row["outcome"] == "dead":
                 self._flusher.count(row["queue"], row["actor"], dead_lettered=row["jobs"])
 
-    def _worker_status(self) -> tuple[list[str], int]:
+    def _worker_status(self) -> tuple[list[str], list[int]]:
         with self._lock:
-            consumers = list(self._consumers)
-        queues = sorted({c.queue_name for c in consumers})
-        return queues, sum(c.outstanding for c in consumers)
+            queues = sorted({c.queue_name for c in self._consumers})
+            return queues, list(self._in_flight)
+
+    def _land(self, job_ids: Iterable[int]) -> None:
+        """These deliveries are over here: the heartbeat stops renewing their leases."""
+        with self._lock:
+            self._in_flight.difference_update(job_ids)
 
     def _wake(self, queue_name: str) -> None:
         with self._lock:
@@ -378,12 +386,15 @@ class PostgresBroker(Broker):
             except MessageError as exc:
                 logger.error("job %s has an undecodable message; dead-lettering it", row["id"])
                 self._dead_letter(row["id"], row["attempt"], "undecodable", exc, None)
+                self._flusher.count(queue_name, row["actor"], dead_lettered=1)
                 continue
             if message.queue_name != queue_name:  # the worker routes acks by queue name
                 message = message.copy(queue_name=queue_name)
             proxies.append(
                 JobProxy(message, job_id=row["id"], attempt=row["attempt"], due_at=row["due_at"])
             )
+        with self._lock:
+            self._in_flight.update(p.job_id for p in proxies)
         return proxies
 
     def seconds_until_due(self, queue_name: str) -> float | None:
@@ -398,14 +409,26 @@ class PostgresBroker(Broker):
         latency_ms = max(0.0, (message.started_at - message.due_at) * 1000)
         return run_ms, latency_ms
 
+    def _retries_failures(self) -> bool:
+        return any(isinstance(m, Retries) for m in self.middleware)
+
     def finish(self, message: JobProxy) -> None:
         """Ack: the delivery is over (succeeded, or failed and re-queued by a retry)."""
-        self._flusher.ack(message.job_id, message.attempt)
-        run_ms, latency_ms = self._timings(message)
+        self._land([message.job_id])
         failed = message._exception is not None
         retried = message.message_id in self._retried
-        if retried:
-            self._retried.discard(message.message_id)
+        self._retried.discard(message.message_id)
+        if failed and not retried and self._retries_failures():
+            # Retries meant to re-queue this job but could not store it (it logs why):
+            # deleting the row would lose the job, so its lease runs out and it is
+            # rescued like the job of a lost worker.
+            logger.warning(
+                "the retry of message %s was not stored; it runs again once its lease expires",
+                message.message_id,
+            )
+            return
+        self._flusher.ack(message.job_id, message.attempt)
+        run_ms, latency_ms = self._timings(message)
         if failed:
             self._flusher.finished(
                 message.queue_name,
@@ -433,6 +456,7 @@ class PostgresBroker(Broker):
             reason = "unknown actor"
         # The exception's own traceback: Retries' "traceback" option may be an earlier attempt's.
         tb = message.options.get("traceback") if exception is None else None
+        self._land([message.job_id])
         self._dead_letter(message.job_id, message.attempt, reason, exception, tb)
         self._retried.discard(message.message_id)
         run_ms, latency_ms = self._timings(message)
@@ -474,6 +498,7 @@ class PostgresBroker(Broker):
         messages = list(messages)
         if not messages:
             return
+        self._land(m.job_id for m in messages)
         params = {"ids": [m.job_id for m in messages], "attempts": [m.attempt for m in messages]}
         with self._get_pool().connection() as conn:
             db.execute(conn, "job_requeue_unstarted", params)

@@ -22,8 +22,9 @@ def new_worker_id() -> str:
 
 
 class Heartbeat:
-    """Every ``interval_s``: refresh the workers row, extend this worker's leases,
-    rescue expired leases of any worker, forget workers silent for long."""
+    """Every ``interval_s``: refresh the workers row, extend the leases of the jobs
+    ``status()`` names, rescue expired leases of any worker, forget workers silent
+    for long. ``status()`` returns (queues consumed, job ids in flight)."""
 
     def __init__(
         self,
@@ -32,7 +33,7 @@ class Heartbeat:
         worker_id: str,
         lease_s: float,
         interval_s: float,
-        status: Callable[[], tuple[list[str], int]],
+        status: Callable[[], tuple[list[str], list[int]]],
         on_rescue: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.worker_id = worker_id
@@ -42,30 +43,33 @@ class Heartbeat:
         self._status = status
         self._on_rescue = on_rescue
         self._stop = threading.Event()
-        self._registered = False
+        # The first beat happens now, in the caller's thread: the worker is
+        # registered before it consumes, and the next beat is a full interval away.
+        self._beat_logged()
         self._thread = threading.Thread(target=self._run, name="receiptq-heartbeat", daemon=True)
         self._thread.start()
 
+    def _beat_logged(self) -> None:
+        try:
+            self.beat()
+        except Exception:
+            logger.exception("heartbeat failed; retrying in %.1f s", self._interval_s)
+
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.beat()
-            except Exception:
-                logger.exception("heartbeat failed; retrying")
-            self._stop.wait(self._interval_s)
+        while not self._stop.wait(self._interval_s):
+            self._beat_logged()
 
     def beat(self) -> list[dict[str, Any]]:
         """One heartbeat; returns the rescue outcome rows (for tests and logs)."""
-        queues, in_flight = self._status()
-        identity = {"id": self.worker_id, "queues": queues, "in_flight": in_flight}
+        queues, job_ids = self._status()
+        identity = {"id": self.worker_id, "queues": queues, "in_flight": len(job_ids)}
         with self._pool_getter().connection() as conn:
             if not db.fetch_one(conn, "worker_heartbeat", identity):
                 host, pid = self.worker_id.split(":")[:2]
                 db.execute(conn, "worker_register", {**identity, "host": host, "pid": int(pid)})
-            db.execute(
-                conn, "job_extend_leases", {"worker_id": self.worker_id, "lease_s": self._lease_s}
-            )
-            rescued = db.fetch_all(conn, "job_rescue_expired")
+            leases = {"ids": job_ids, "worker_id": self.worker_id, "lease_s": self._lease_s}
+            db.execute(conn, "job_extend_leases", leases)
+            rescued = db.fetch_all(conn, "job_rescue_expired", leases)
             db.execute(conn, "worker_remove_stale", {"stale_s": max(self._lease_s * 10, 60)})
         for row in rescued:
             logger.warning(

@@ -5,8 +5,10 @@
 -- Insert one job; if its message id is already in the table (Dramatiq's Retries
 -- re-sends the running message), put that row back to queued instead, so the
 -- pending ack of the old delivery (which matches on attempt and state) leaves it
--- alone. A duplicate unique_key is dropped. Returns one row when the job was
--- stored, saying whether it was a re-queue.
+-- alone. Only the worker holding the row (or nobody, while it is queued) may
+-- re-queue it: a late retry from a worker that lost its lease is dropped. A
+-- duplicate unique_key is dropped. Returns one row when the job was stored,
+-- saying whether it was a re-queue.
 WITH requeued AS (
     UPDATE receiptq.jobs
     SET state = 'queued',
@@ -18,6 +20,7 @@ WITH requeued AS (
         lease_expires_at = NULL,
         started_at = NULL
     WHERE message_id = %(message_id)s
+      AND (state = 'queued' OR lease_owner = %(worker_id)s)
     RETURNING id
 ),
 inserted AS (
@@ -70,7 +73,7 @@ SET state = 'running',
     started_at = now()
 FROM claimable
 WHERE j.id = claimable.id
-RETURNING j.id, j.attempt, j.priority, j.run_at, j.message::text AS message,
+RETURNING j.id, j.attempt, j.priority, j.run_at, j.actor, j.message::text AS message,
           extract(epoch FROM greatest(j.run_at, j.enqueued_at))::float8 AS due_at;
 
 -- name: job_seconds_until_due
@@ -128,18 +131,21 @@ FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS a(id, attempt)
 WHERE j.id = a.id AND j.attempt = a.attempt AND j.state = 'running';
 
 -- name: job_extend_leases
--- Heartbeat: push back the lease of every job this worker is running.
+-- Heartbeat: push back the leases of the deliveries this worker still holds in
+-- memory (a delivery it gave up on keeps its lease running out, and is rescued).
 UPDATE receiptq.jobs
 SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
-WHERE state = 'running' AND lease_owner = %(worker_id)s;
+WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND lease_owner = %(worker_id)s;
 
 -- name: job_rescue_expired
 -- Jobs whose worker stopped renewing the lease: back to queued, or to the dead
--- letters once the attempts are used up. Returns how many of each.
+-- letters once the attempts are used up. The calling worker's own deliveries in
+-- flight are never rescued (its renewal may just be late). Returns how many of each.
 WITH expired AS (
     SELECT id
     FROM receiptq.jobs
     WHERE state = 'running' AND lease_expires_at < now()
+      AND NOT (lease_owner = %(worker_id)s AND id = ANY(%(ids)s::bigint[]))
     FOR UPDATE SKIP LOCKED
 ),
 dead AS (
