@@ -12,7 +12,7 @@ import dramatiq
 import psycopg
 import pytest
 from dramatiq.message import Message
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, SkipMessage
 
 from receiptq import db
 from receiptq.broker import PostgresBroker
@@ -580,3 +580,40 @@ def test_late_retry_from_a_worker_that_lost_the_job_does_not_requeue_it(broker, 
     [row] = job_rows(conn)
     assert (row["state"], row["lease_owner"]) == ("running", broker.worker_id)
     consumer.close()
+
+
+# -- postponing ----------------------------------------------------------------------------
+
+
+class PostponeFirstDelivery(Middleware):
+    """Stands for a breaker: the first delivery is postponed instead of run."""
+
+    def __init__(self) -> None:
+        self.postponed = 0
+
+    def before_process_message(self, broker: Any, message: Any) -> None:
+        if self.postponed == 0:
+            self.postponed += 1
+            broker.postpone(message, delay_ms=300)
+            raise SkipMessage()
+
+
+def test_postponed_delivery_runs_later_without_using_an_attempt(broker, conn):
+    ran = []
+
+    @dramatiq.actor(queue_name="later", max_retries=0)
+    def ocr_receipt():
+        ran.append(1)
+
+    broker.add_middleware(PostponeFirstDelivery(), before=type(broker.middleware[0]))
+    ocr_receipt.send()
+    worker = start_worker(broker, threads=1)
+    try:
+        broker.join("later", timeout=10_000)
+    finally:
+        worker.stop()
+    assert ran == [1], "ran once, after the postponement, despite max_retries=0"
+    assert dead_letters(conn) == []
+    broker.close()
+    [stats] = conn.execute("SELECT succeeded, postponed FROM receiptq.stats_minute").fetchall()
+    assert (stats["succeeded"], stats["postponed"]) == (1, 1)

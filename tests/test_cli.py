@@ -164,6 +164,7 @@ def test_status_json_counts_known_contents(database_url, broker, conn, capsys):
                 "failed": failed,
                 "retried": 0,
                 "dead_lettered": 0,
+                "postponed": 0,
                 "run_ms_sum": 0.0,
                 "run_ms_hist": hist,
                 "latency_ms_sum": 0.0,

@@ -65,6 +65,7 @@ class JobProxy(MessageProxy):
         self.attempt = attempt
         self.due_at = due_at
         self.started_at: float | None = None
+        self.postponed = False
 
 
 class _DeliveryClock(Middleware):
@@ -412,9 +413,32 @@ class PostgresBroker(Broker):
     def _retries_failures(self) -> bool:
         return any(isinstance(m, Retries) for m in self.middleware)
 
+    def postpone(self, message: MessageProxy, *, delay_ms: int) -> None:
+        """Put a delivery back to queued for ``delay_ms`` without using up an attempt.
+
+        For middleware that decides, before the actor runs, that now is not the
+        time (an open circuit breaker, a throttle): call this, then raise
+        ``dramatiq.middleware.SkipMessage`` so the actor does not run. The ack
+        that follows the skip leaves the postponed row alone.
+        """
+        if not isinstance(message, JobProxy):
+            raise TypeError("postpone() takes a message delivered by a PostgresBroker")
+        params = {
+            "id": message.job_id,
+            "attempt": message.attempt,
+            "delay_s": max(delay_ms, 0) / 1000,
+        }
+        with self._get_pool().connection() as conn:
+            db.execute(conn, "job_postpone", params)
+        message.postponed = True
+        self._land([message.job_id])
+        self._flusher.count(message.queue_name, message.actor_name, postponed=1)
+
     def finish(self, message: JobProxy) -> None:
         """Ack: the delivery is over (succeeded, or failed and re-queued by a retry)."""
         self._land([message.job_id])
+        if message.postponed:
+            return
         failed = message._exception is not None
         retried = message.message_id in self._retried
         self._retried.discard(message.message_id)

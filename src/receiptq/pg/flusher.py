@@ -38,6 +38,7 @@ class MinuteCounters:
     failed: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    postponed: int = 0
     run_ms_sum: float = 0.0
     run_ms_hist: list[int] = field(default_factory=lambda: [0] * BUCKETS)
     latency_ms_sum: float = 0.0

@@ -128,6 +128,7 @@ CREATE INDEX dead_letters_queue_idx ON receiptq.dead_letters (queue);
 --   failed         deliveries that raised (each one: retried or dead-lettered after)
 --   retried        failed deliveries that were scheduled to run again
 --   dead_lettered  jobs moved to dead_letters
+--   postponed      deliveries put back unrun, no attempt used (e.g. breaker open)
 CREATE TABLE receiptq.stats_minute (
     minute          timestamptz NOT NULL,
     queue           text        NOT NULL,
@@ -137,6 +138,7 @@ CREATE TABLE receiptq.stats_minute (
     failed          bigint      NOT NULL DEFAULT 0,
     retried         bigint      NOT NULL DEFAULT 0,
     dead_lettered   bigint      NOT NULL DEFAULT 0,
+    postponed       bigint      NOT NULL DEFAULT 0,
     run_ms_sum      double precision NOT NULL DEFAULT 0,   -- run time of finished deliveries
     run_ms_hist     integer[]   NOT NULL DEFAULT '{}',
     latency_ms_sum  double precision NOT NULL DEFAULT 0,   -- due (run_at or enqueue) to start

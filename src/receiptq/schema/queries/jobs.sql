@@ -130,6 +130,18 @@ SET state = 'queued',
 FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS a(id, attempt)
 WHERE j.id = a.id AND j.attempt = a.attempt AND j.state = 'running';
 
+-- name: job_postpone
+-- Put a delivery that did not run back to queued until a later time, giving back
+-- the attempt its claim counted (e.g. its service's circuit breaker is open).
+UPDATE receiptq.jobs
+SET state = 'queued',
+    run_at = now() + make_interval(secs => %(delay_s)s),
+    attempt = greatest(attempt - 1, 0),
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    started_at = NULL
+WHERE id = %(id)s AND attempt = %(attempt)s AND state = 'running';
+
 -- name: job_extend_leases
 -- Heartbeat: push back the leases of the deliveries this worker still holds in
 -- memory (a delivery it gave up on keeps its lease running out, and is rescued).

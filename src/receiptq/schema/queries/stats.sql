@@ -3,10 +3,10 @@
 -- name: stats_add
 -- Add one process's counters for a minute, queue and actor (batched by the broker).
 INSERT INTO receiptq.stats_minute AS s (minute, queue, actor, enqueued, succeeded, failed,
-                                        retried, dead_lettered, run_ms_sum, run_ms_hist,
+                                        retried, dead_lettered, postponed, run_ms_sum, run_ms_hist,
                                         latency_ms_sum, latency_ms_hist)
 VALUES (%(minute)s, %(queue)s, %(actor)s, %(enqueued)s, %(succeeded)s, %(failed)s,
-        %(retried)s, %(dead_lettered)s, %(run_ms_sum)s, %(run_ms_hist)s,
+        %(retried)s, %(dead_lettered)s, %(postponed)s, %(run_ms_sum)s, %(run_ms_hist)s,
         %(latency_ms_sum)s, %(latency_ms_hist)s)
 ON CONFLICT (minute, queue, actor) DO UPDATE SET
     enqueued = s.enqueued + excluded.enqueued,
@@ -14,6 +14,7 @@ ON CONFLICT (minute, queue, actor) DO UPDATE SET
     failed = s.failed + excluded.failed,
     retried = s.retried + excluded.retried,
     dead_lettered = s.dead_lettered + excluded.dead_lettered,
+    postponed = s.postponed + excluded.postponed,
     run_ms_sum = s.run_ms_sum + excluded.run_ms_sum,
     run_ms_hist = receiptq.hist_add(s.run_ms_hist, excluded.run_ms_hist),
     latency_ms_sum = s.latency_ms_sum + excluded.latency_ms_sum,
@@ -21,7 +22,7 @@ ON CONFLICT (minute, queue, actor) DO UPDATE SET
 
 -- name: stats_since
 -- Per-minute rows of every queue and actor since a time, oldest first.
-SELECT minute, queue, actor, enqueued, succeeded, failed, retried, dead_lettered,
+SELECT minute, queue, actor, enqueued, succeeded, failed, retried, dead_lettered, postponed,
        run_ms_sum, run_ms_hist, latency_ms_sum, latency_ms_hist
 FROM receiptq.stats_minute
 WHERE minute >= %(since)s
