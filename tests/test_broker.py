@@ -61,7 +61,8 @@ def test_sent_job_is_stored_queued_with_its_columns(broker, conn):
     [row] = job_rows(conn)
     assert row["message_id"] == message.message_id
     assert (row["queue"], row["actor"], row["state"]) == ("ocr", "ocr_receipt", "queued")
-    assert (row["priority"], row["attempt"], row["max_attempts"]) == (7, 0, 4)
+    # The actor's priority 7 plus the default policy's offset for "pro" (10).
+    assert (row["priority"], row["attempt"], row["max_attempts"]) == (17, 0, 4)
     assert (row["tier"], row["user_id"], row["lease_owner"]) == ("pro", "9", None)
     assert row["message"]["args"] == [42]
     assert row["run_at"] <= conn.execute("SELECT now() AS now").fetchone()["now"]

@@ -55,28 +55,87 @@ def explain(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) ->
     return plan[0]["Plan"]
 
 
-@pytest.mark.parametrize("queue", QUEUES)
-def test_claim_uses_the_partial_claim_index_and_no_seq_scan(seeded, queue):
-    params = {"queue": queue, "limit": 8, "worker_id": "host:2:def", "lease_s": 30.0}
-    nodes = list(plan_nodes(explain(seeded, "job_claim_batch", params)))
+CLAIM = {
+    "limit": 8,
+    "worker_id": "host:2:def",
+    "lease_s": 30.0,
+    "classes": ["", "enterprise", "pro", "free"],
+    "passes": [0.0, 0.0, 0.0, 0.0],
+    "weights": [6.0, 6.0, 3.0, 1.0],
+}
 
+
+def index_and_seq_scans(nodes: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
     claim_scans = [
         n
         for n in nodes
         if n.get("Index Name") == "jobs_claim_idx"
-        and n["Node Type"] in ("Index Scan", "Index Only Scan")
+        and n["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
     ]
-    assert claim_scans, json.dumps(nodes, indent=1)
     seq_scans = [
         n for n in nodes if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "jobs"
     ]
+    return claim_scans, seq_scans
+
+
+@pytest.mark.parametrize("queue", QUEUES)
+def test_claim_statement_uses_the_partial_claim_index_and_no_seq_scan(seeded, queue):
+    """The claim's per-class statement (job_claim_plain mirrors it) is an index scan."""
+    params = {"queue": queue, "tier": "", **CLAIM}
+    nodes = list(plan_nodes(explain(seeded, "job_claim_plain", params)))
+    claim_scans, seq_scans = index_and_seq_scans(nodes)
+    assert claim_scans, json.dumps(nodes, indent=1)
     assert seq_scans == [], json.dumps(nodes, indent=1)
 
 
+def test_claim_over_a_large_backlog_reads_the_index_in_order_without_sorting(conn):
+    """With 20,000 ready jobs the claim must stop after `limit` index entries."""
+    conn.execute(
+        """
+        INSERT INTO receiptq.jobs (message_id, queue, actor, priority, message)
+        SELECT 'b-' || i, 'ocr', 'actor', i % 3, '{}'::jsonb FROM generate_series(1, 20000) AS i
+        """
+    )
+    conn.execute("ANALYZE receiptq.jobs")
+    params = {"queue": "ocr", "tier": "", **CLAIM}
+    nodes = list(plan_nodes(explain(conn, "job_claim_plain", params)))
+    assert [n["Node Type"] for n in nodes if n["Node Type"] in ("Sort", "Seq Scan")] == [], (
+        json.dumps(nodes, indent=1)
+    )
+    assert any(
+        n["Node Type"] == "Index Scan" and n.get("Index Name") == "jobs_claim_idx" for n in nodes
+    ), json.dumps(nodes, indent=1)
+
+
+def test_every_statement_inside_the_claim_function_uses_the_claim_index(seeded):
+    """auto_explain reports the plans of the statements claim_jobs runs inside."""
+    plans: list[str] = []
+    try:
+        seeded.execute("LOAD 'auto_explain'")
+    except psycopg.Error:
+        pytest.skip("auto_explain is not installed on this PostgreSQL")
+    for setting in (
+        "auto_explain.log_min_duration = 0",
+        "auto_explain.log_nested_statements = on",
+        "auto_explain.log_format = json",
+        "auto_explain.log_level = notice",
+        "client_min_messages = notice",
+    ):
+        seeded.execute("SET " + setting)
+    seeded.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+    db.fetch_all(seeded, "job_claim_batch", {"queue": "ocr", **CLAIM})
+    nodes = []
+    for text in plans:
+        if "{" in text:  # "duration: ... plan:\n{...}"
+            nodes.extend(plan_nodes(json.loads(text[text.index("{") :])["Plan"]))
+    claim_scans, seq_scans = index_and_seq_scans(nodes)
+    assert claim_scans, plans
+    assert seq_scans == [], plans
+
+
 def test_claim_on_the_seeded_table_takes_ready_rows_of_its_queue_first_priority_first(seeded):
-    """The same statement, run for real on the seeded table, claims ready rows only."""
-    params = {"queue": "ocr", "limit": 8, "worker_id": "host:2:def", "lease_s": 30.0}
-    rows = db.fetch_all(seeded, "job_claim_batch", params)
+    """The claim, run for real on the seeded table, claims ready rows only."""
+    rows = db.fetch_all(seeded, "job_claim_batch", {"queue": "ocr", **CLAIM})
     assert len(rows) == 8
     assert [r["priority"] for r in rows] == [0] * 8
     ids = [r["id"] for r in rows]

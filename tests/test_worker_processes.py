@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,38 +13,9 @@ import pytest
 
 from receiptq import db
 from receiptq.broker import PostgresBroker
+from tests_support import start_workers, stop, wait_until
 
 TESTS = Path(__file__).resolve().parent
-
-
-def start_workers(
-    url: str, *, processes: int, threads: int, lease_s: float = 30
-) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "RECEIPTQ_DATABASE_URL": url,
-        "RECEIPTQ_LEASE_S": str(lease_s),
-        "PYTHONPATH": str(TESTS),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "apps.worker_app",
-         "--processes", str(processes), "--threads", str(threads)],
-        env=env,
-        cwd=TESTS,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 @pytest.fixture
@@ -66,14 +35,6 @@ def app(database_url: str, conn) -> Iterator[tuple[str, PostgresBroker, dict]]:
     }
     yield database_url, broker, actors
     broker.close()
-
-
-def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_two_worker_processes_run_each_of_5000_jobs_exactly_once(app, conn):

@@ -41,6 +41,7 @@ from receiptq.pg.messages import (
     decode_message,
     job_row,
 )
+from receiptq.tiers import StrideState, TierPolicy
 
 __all__ = ["MessageError", "PostgresBroker"]
 
@@ -52,6 +53,8 @@ DEFAULT_LEASE_S = 30.0
 DEFAULT_POLL_INTERVAL_MS = 500
 #: Connections in the process's pool.
 DEFAULT_POOL_MAX_SIZE = 6
+#: How often a consumer looks for tier classes its policy does not name (s).
+CLASS_CHECK_INTERVAL_S = 10.0
 #: Dramatiq's Retries default, used when no Retries middleware says otherwise.
 DEFAULT_MAX_RETRIES = 20
 
@@ -90,6 +93,8 @@ class PostgresBroker(Broker):
       listen(bool): use LISTEN/NOTIFY wake-ups (``RECEIPTQ_LISTEN``, on); off behind
         a pooler in transaction mode.
       ack_flush_ms(int): how long acks are batched, at most (``RECEIPTQ_ACK_FLUSH_MS``, 5).
+      tiers(TierPolicy): tiers, their weights and priority offsets (``RECEIPTQ_TIERS``,
+        ``enterprise:6:0,pro:3:10,free:1:20``); see :mod:`receiptq.tiers`.
     """
 
     def __init__(
@@ -103,8 +108,10 @@ class PostgresBroker(Broker):
         max_message_bytes: int | None = None,
         listen: bool | None = None,
         ack_flush_ms: int | None = None,
+        tiers: TierPolicy | None = None,
     ) -> None:
         super().__init__(middleware=middleware)
+        self.tier_policy = tiers or TierPolicy.from_env()
         self.url = database_url(url)
         self.lease_s = lease_s or env_float("RECEIPTQ_LEASE_S", DEFAULT_LEASE_S)
         self.poll_interval_s = (
@@ -245,6 +252,7 @@ class PostgresBroker(Broker):
             actor_priority=actor.priority if actor is not None else 0,
             max_retries=self._max_retries(message.actor_name),
             max_bytes=self.max_message_bytes,
+            tiers=self.tier_policy,
         )
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
@@ -255,9 +263,10 @@ class PostgresBroker(Broker):
           QueueNotFound: the queue was never declared on this broker.
         """
         self._require_queue(message.queue_name)
+        # Middleware runs first: it may fill options (e.g. the tier from the user).
+        self.emit_before("enqueue", message, delay)
         row = self._row(message, delay)
         message = message.copy(queue_name=row.queue)
-        self.emit_before("enqueue", message, delay)
         with self.connection() as conn:
             stored = db.fetch_one(
                 conn, "job_enqueue", {**row.params(), "worker_id": self.worker_id}
@@ -284,12 +293,11 @@ class PostgresBroker(Broker):
         """
         if not messages:
             return 0
-        rows = []
         for message in messages:
             self._require_queue(message.queue_name)
-            rows.append(self._row(message, delay))
         for message in messages:
             self.emit_before("enqueue", message, delay)
+        rows = [self._row(message, delay) for message in messages]
         columns = {
             "message_ids": [r.message_id for r in rows],
             "queues": [r.queue for r in rows],
@@ -366,19 +374,37 @@ class PostgresBroker(Broker):
         with self._lock:
             self._consumers.discard(consumer)
 
-    def claim(self, queue_name: str, limit: int) -> list[JobProxy]:
+    def claim(
+        self, queue_name: str, limit: int, stride: StrideState | None = None
+    ) -> list[JobProxy]:
         """Claim up to ``limit`` ready jobs of a queue for this process.
 
-        Rows that cannot become messages go straight to the dead letters.
+        ``stride`` is the claimer's fair-share state across tier classes (a fresh
+        one when None). Rows that cannot become messages go straight to the dead
+        letters.
         """
+        stride = stride if stride is not None else StrideState()
+        classes = self.tier_policy.classes(stride.seen | stride.passes.keys())
+        weights = [self.tier_policy.weight(c) for c in classes]
         params = {
             "queue": queue_name,
             "limit": limit,
             "worker_id": self.worker_id,
             "lease_s": self.lease_s,
+            "classes": classes,
+            "passes": stride.passes_for(classes),
+            "weights": weights,
         }
         with self._get_pool().connection() as conn:
             rows = db.fetch_all(conn, "job_claim_batch", params)
+        if rows:
+            claimed: dict[str, int] = {}
+            for row in rows:
+                claimed[row["tier"]] = claimed.get(row["tier"], 0) + 1
+            stride.charge(claimed, rows[0]["idle"], dict(zip(classes, weights, strict=True)))
+        return self._proxies(queue_name, rows)
+
+    def _proxies(self, queue_name: str, rows: list[dict[str, Any]]) -> list[JobProxy]:
         rows.sort(key=lambda r: (r["priority"], r["run_at"], r["id"]))
         proxies = []
         for row in rows:
@@ -397,6 +423,11 @@ class PostgresBroker(Broker):
         with self._lock:
             self._in_flight.update(p.job_id for p in proxies)
         return proxies
+
+    def tier_classes(self, queue_name: str) -> list[str]:
+        """The tier classes ('' = no tier) that have jobs queued in a queue."""
+        with self._get_pool().connection() as conn:
+            return [r["cls"] for r in db.fetch_all(conn, "job_tier_classes", {"queue": queue_name})]
 
     def seconds_until_due(self, queue_name: str) -> float | None:
         with self._get_pool().connection() as conn:
@@ -475,7 +506,8 @@ class PostgresBroker(Broker):
     def bury(self, message: JobProxy) -> None:
         """Nack: move the delivery to the dead letters with its error."""
         exception = message._exception
-        reason = "failed"
+        # A middleware that failed the message may say why (BackoffRetries does).
+        reason = message.options.get("dead_letter_reason") or "failed"
         if exception is not None and type(exception).__name__ == "ActorNotFound":
             reason = "unknown actor"
         # The exception's own traceback: Retries' "traceback" option may be an earlier attempt's.
@@ -624,6 +656,8 @@ class _PostgresConsumer(Consumer):
         self.timeout_s = timeout_ms / 1000
         self.outstanding = 0
         self._min_claim = max(1, self.prefetch // 4)
+        self._stride = StrideState()
+        self._classes_checked_at = 0.0
         self._buffer: deque[JobProxy] = deque()
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
@@ -652,7 +686,8 @@ class _PostgresConsumer(Consumer):
             free = self._free_slots()
             wait_s = self.broker.poll_interval_s
             if free >= self._min_claim or free == self.prefetch:
-                claimed = self.broker.claim(self.queue_name, free)
+                self._check_classes()
+                claimed = self.broker.claim(self.queue_name, free, self._stride)
                 if claimed:
                     with self._lock:
                         self.outstanding += len(claimed)
@@ -666,6 +701,14 @@ class _PostgresConsumer(Consumer):
                 return None
             self._wakeup.wait(min(wait_s, remaining))
         return None
+
+    def _check_classes(self) -> None:
+        """Now and then, look for tier classes the policy does not name (so that
+        jobs of a tier removed from RECEIPTQ_TIERS still get claimed)."""
+        now = time.monotonic()
+        if now - self._classes_checked_at >= CLASS_CHECK_INTERVAL_S:
+            self._classes_checked_at = now
+            self._stride.seen = set(self.broker.tier_classes(self.queue_name))
 
     def ack(self, message: MessageProxy) -> None:
         assert isinstance(message, JobProxy)

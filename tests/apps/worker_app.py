@@ -42,3 +42,15 @@ def hold(job_no: int, release_file: str) -> None:
     while not os.path.exists(release_file):
         time.sleep(0.05)
     _execute("INSERT INTO test_runs (job_no, pid) VALUES (%s, %s)", (job_no, os.getpid()))
+
+
+@dramatiq.actor(queue_name="capped", max_retries=0)
+def capped(job_no: int) -> None:
+    """Notes when it starts and ends, so a test can compute the peak concurrency."""
+    _execute(
+        "INSERT INTO test_spans (job_no, edge, at) VALUES (%s, 1, clock_timestamp())", (job_no,)
+    )
+    time.sleep(0.1)
+    _execute(
+        "INSERT INTO test_spans (job_no, edge, at) VALUES (%s, -1, clock_timestamp())", (job_no,)
+    )

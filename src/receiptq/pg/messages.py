@@ -13,6 +13,7 @@ from dramatiq.common import q_name
 from dramatiq.message import Message
 
 from receiptq.config import validate_queue_name
+from receiptq.tiers import TierError, TierPolicy
 
 #: Default ceiling on an encoded message (1 MiB): bigger payloads belong in a table.
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
@@ -147,11 +148,14 @@ def job_row(
     actor_priority: int,
     max_retries: int | None,
     max_bytes: int,
+    tiers: TierPolicy | None = None,
 ) -> JobRow:
     """Validate a message and turn it into the row that stores it.
 
     A message addressed to a delay queue (``q.DQ``) is stored on its canonical
     queue; an ``eta`` option (epoch ms) becomes run_at; ``delay`` adds to now.
+    With a tier policy, the ``tier`` option must name one of its tiers, and the
+    tier's priority offset is added to the priority.
     """
     queue = q_name(validate_queue_name(message.queue_name))
     if not isinstance(message.actor_name, str) or not message.actor_name:
@@ -172,17 +176,26 @@ def job_row(
         except (ValueError, OverflowError, OSError):
             raise MessageError(f"option 'eta' is not a usable time, got {eta!r}") from None
     retries = _int_option(message, "max_retries", max_retries)
+    tier = _text_option(message, "tier")
+    priority = _int_option(message, "priority", actor_priority) or 0
+    if tiers is not None and tier is not None:
+        try:
+            priority = tiers.effective_priority(priority, tier)
+        except TierError as exc:
+            raise MessageError(str(exc)) from None
+        if priority not in _INT32:
+            raise MessageError(f"priority {priority} with the tier's offset is out of range")
     if message.queue_name != queue:  # a delay queue's message is stored on its queue
         message = message.copy(queue_name=queue)
     return JobRow(
         message_id=str(message.message_id),
         queue=queue,
         actor=message.actor_name,
-        priority=_int_option(message, "priority", actor_priority) or 0,
+        priority=priority,
         run_at=run_at,
         delay_s=(delay_ms or 0) / 1000,
         max_attempts=None if retries is None else max(retries, 0) + 1,
-        tier=_text_option(message, "tier"),
+        tier=tier,
         user_id=_text_option(message, "user_id"),
         unique_key=_text_option(message, "unique_key"),
         message=encode_message(message, max_bytes=max_bytes),

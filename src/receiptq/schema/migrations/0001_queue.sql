@@ -38,11 +38,12 @@ CREATE TABLE receiptq.jobs (
     enqueued_at      timestamptz NOT NULL DEFAULT now()
 );
 
--- Serves the claim: ready rows of one queue in (priority, run_at, id) order.
--- Also "when is the next job due" (one probe per distinct priority). It is the
+-- Serves the claim: ready rows of one queue and tier class ('' = no tier) in
+-- (priority, run_at, id) order. Also "when is the next job due" (one probe per
+-- distinct tier and priority). It is the
 -- only index on queued rows on purpose: a second one, e.g. on (queue, run_at),
 -- tempts the planner into scan-then-sort claims when statistics are stale.
-CREATE INDEX jobs_claim_idx ON receiptq.jobs (queue, priority, run_at, id)
+CREATE INDEX jobs_claim_idx ON receiptq.jobs (queue, (coalesce(tier, '')), priority, run_at, id)
     WHERE state = 'queued';
 -- Serves lease extension and the rescue of expired leases (few rows: in flight only).
 CREATE INDEX jobs_lease_idx ON receiptq.jobs (lease_expires_at) WHERE state = 'running';

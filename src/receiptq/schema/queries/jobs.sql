@@ -55,12 +55,22 @@ ON CONFLICT DO NOTHING
 RETURNING id, queue, actor;
 
 -- name: job_claim_batch
--- Claim up to `limit` ready jobs of a queue for one worker, in priority order,
--- skipping rows other claimers hold; each claim counts one more attempt.
+-- Claim up to `limit` ready jobs of a queue for one worker: fair share across the
+-- tier classes, caps and pause honoured (receiptq.claim_jobs, migration 0002);
+-- each claim counts one more attempt.
+SELECT id, attempt, priority, run_at, actor, tier, message, due_at, idle
+FROM receiptq.claim_jobs(%(queue)s, %(worker_id)s, %(lease_s)s, %(limit)s,
+                         %(classes)s::text[], %(passes)s::float8[], %(weights)s::float8[]);
+
+-- name: job_claim_plain
+-- The claim in plain priority order, ignoring tiers, caps and pause: the
+-- baseline the tier benchmark compares fairness against, and the statement the
+-- query-plan test guards (it is the claim function's inner statement for one class).
 WITH claimable AS (
     SELECT id
     FROM receiptq.jobs
-    WHERE queue = %(queue)s AND state = 'queued' AND run_at <= now()
+    WHERE queue = %(queue)s AND coalesce(tier, '') = %(tier)s
+      AND state = 'queued' AND run_at <= now()
     ORDER BY priority, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -78,23 +88,44 @@ RETURNING j.id, j.attempt, j.priority, j.run_at, j.actor, j.message::text AS mes
 
 -- name: job_seconds_until_due
 -- Seconds until the next queued job of a queue is due (NULL when none is queued):
--- a skip scan of the claim index, one probe per distinct priority.
+-- a skip scan of the claim index, one probe per distinct (tier, priority).
 WITH RECURSIVE firsts AS (
-    (SELECT priority, run_at
+    (SELECT coalesce(tier, '') AS cls, priority, run_at
      FROM receiptq.jobs
      WHERE queue = %(queue)s AND state = 'queued'
-     ORDER BY priority, run_at, id
+     ORDER BY coalesce(tier, ''), priority, run_at, id
      LIMIT 1)
     UNION ALL
-    SELECT next.priority, next.run_at
+    SELECT next.cls, next.priority, next.run_at
     FROM firsts,
-         LATERAL (SELECT priority, run_at
+         LATERAL (SELECT coalesce(tier, '') AS cls, priority, run_at
                   FROM receiptq.jobs
-                  WHERE queue = %(queue)s AND state = 'queued' AND priority > firsts.priority
-                  ORDER BY priority, run_at, id
+                  WHERE queue = %(queue)s AND state = 'queued'
+                    AND (coalesce(tier, ''), priority) > (firsts.cls, firsts.priority)
+                  ORDER BY coalesce(tier, ''), priority, run_at, id
                   LIMIT 1) AS next
 )
 SELECT extract(epoch FROM min(run_at) - now())::float8 AS seconds FROM firsts;
+
+-- name: job_tier_classes
+-- The distinct tier classes ('' = no tier) queued in a queue (skip scan).
+WITH RECURSIVE classes AS (
+    (SELECT coalesce(tier, '') AS cls
+     FROM receiptq.jobs
+     WHERE queue = %(queue)s AND state = 'queued'
+     ORDER BY coalesce(tier, '')
+     LIMIT 1)
+    UNION ALL
+    SELECT next.cls
+    FROM classes,
+         LATERAL (SELECT coalesce(tier, '') AS cls
+                  FROM receiptq.jobs
+                  WHERE queue = %(queue)s AND state = 'queued'
+                    AND coalesce(tier, '') > classes.cls
+                  ORDER BY coalesce(tier, '')
+                  LIMIT 1) AS next
+)
+SELECT cls FROM classes;
 
 -- name: job_ack_batch
 -- Finish deliveries: delete each job still running the acked attempt. A job that
