@@ -98,6 +98,7 @@ def test_bench_options_are_validated():
         parse(["bench", "--database", "no-dashes; drop"])
     args = parse(["bench"])
     assert args.workload == ("drain", "steady")
+    assert parse(["bench", "--workload", "drain,steady,tiers"]).workload[-1] == "tiers"
     assert (args.jobs, args.seconds, args.processes, args.threads) == (20000, 15.0, 2, 8)
     assert args.database == "receiptq_bench"
     assert args.url is None
@@ -106,3 +107,36 @@ def test_bench_options_are_validated():
 def test_recreate_database_refuses_a_bad_name(pg_admin_url):
     with pytest.raises(ValueError):
         bench.recreate_database(pg_admin_url, 'x"; DROP DATABASE postgres; --')
+
+
+TIERS_KEYS = {
+    "peer", "workload", "jobs", "plain_drain_jobs_per_s", "fair_drain_jobs_per_s",
+    "fairness_cost_percent", "share_under_saturation", "expected_share", "wait_p95_ms",
+    "wait_p50_ms", "version", "consumers", "timeout",
+}  # fmt: skip
+
+
+def test_tiers_shares_the_saturated_drain_by_the_weights(pg_admin_url, bench_database, capsys):
+    args = parse(
+        ["bench", "--url", pg_admin_url, "--database", bench_database, "--workload", "tiers",
+         "--jobs", "600", "--processes", "1", "--threads", "4"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    [result] = json_lines(out)
+    assert "error" not in result, result
+    assert TIERS_KEYS <= result.keys()
+    assert (result["workload"], result["jobs"], result["timeout"]) == ("tiers", 600, False)
+    assert result["done"] == {"enterprise": 200, "pro": 200, "free": 200}
+    assert result["plain_done"] == {"0": 200, "10": 200, "20": 200}
+    assert result["expected_share"] == {"enterprise": 0.6, "pro": 0.3, "free": 0.1}
+    shares = result["share_under_saturation"]
+    for tier, expected in result["expected_share"].items():
+        assert shares[tier] == pytest.approx(expected, abs=0.08), shares
+    # Plain priority order starves the lower priorities until priority 0 ran out.
+    assert result["plain_share_under_saturation"]["0"] > 0.9
+    plain, fair = result["plain_drain_jobs_per_s"], result["fair_drain_jobs_per_s"]
+    assert result["fairness_cost_percent"] == pytest.approx((plain - fair) / plain * 100, abs=0.01)
+    for tier in ("enterprise", "pro", "free"):
+        assert 0 <= result["wait_p50_ms"][tier] <= result["wait_p95_ms"][tier]
+    assert "receiptq bench: tiers" in out

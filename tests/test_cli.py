@@ -105,7 +105,9 @@ def test_dramatiq_command_runs_the_stock_cli_over_the_modules():
 
 def test_db_migrate_applies_once_then_is_up_to_date(empty_database_url, capsys):
     first = run_json(capsys, "db", "migrate", "--url", empty_database_url)
-    assert first == {"applied": ["0001_queue"], "up_to_date": False}
+    every = [name for name, _ in db.migration_files()]
+    assert every[0] == "0001_queue"
+    assert first == {"applied": every, "up_to_date": False}
     assert run_json(capsys, "db", "migrate", "--url", empty_database_url)["up_to_date"]
     code, out, _ = run(capsys, "db", "migrate", "--url", empty_database_url)
     assert (code, out.strip()) == (0, "up to date")
@@ -375,7 +377,8 @@ def test_enqueue_stores_the_job_with_its_options(database_url, conn, capsys):
         " run_at - enqueued_at AS delay FROM receiptq.jobs"
     ).fetchone()
     assert job["message_id"] == sent["message_id"]
-    assert (job["queue"], job["actor"], job["priority"]) == ("ocr", "ocr_receipt", 3)
+    # --priority 3 plus the default tier policy's offset for "pro" (10)
+    assert (job["queue"], job["actor"], job["priority"]) == ("ocr", "ocr_receipt", 13)
     assert (job["tier"], job["user_id"]) == ("pro", "u-7")
     assert job["message"]["args"] == [42, "eu"] and job["message"]["kwargs"] == {"lang": "de"}
     assert timedelta(seconds=59) < job["delay"] <= timedelta(seconds=61)
@@ -427,7 +430,8 @@ def test_console_script_migrates_and_reports_status(empty_database_url):
         )
 
     migrated = receiptq("db", "migrate", "--url", empty_database_url)
-    assert migrated.returncode == 0 and migrated.stdout.strip() == "applied 0001_queue"
+    every = [f"applied {name}" for name, _ in db.migration_files()]
+    assert migrated.returncode == 0 and migrated.stdout.strip().splitlines() == every
     sent = receiptq("enqueue", "sample_job", "--args", "[1]", "--url", empty_database_url)
     assert sent.returncode == 0, sent.stderr
     status = receiptq("status", "--json", "--url", empty_database_url)

@@ -1,4 +1,4 @@
-"""`receiptq demo` end to end: real worker processes on a test database."""
+"""`receiptq demo` end to end: the receipt pipeline on real worker processes, tiny N."""
 
 from __future__ import annotations
 
@@ -26,47 +26,47 @@ def run_demo(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, 
     return code, json.loads(out.strip().splitlines()[-1])
 
 
-def test_demo_accounts_for_every_job_then_clears_it_for_the_next(database_url, conn, capsys):
-    small = ["--jobs", "200", "--workers", "1", "--threads", "4", "--json", "--seed", "7"]
+def test_demo_processes_every_receipt_checks_the_truth_and_clears_it_for_the_next(
+    database_url, conn, capsys, monkeypatch
+):
+    # The demo imports receiptq.actors, whose broker is built from the environment.
+    monkeypatch.setenv("RECEIPTQ_DATABASE_URL", database_url)
+    small = ["--receipts", "5", "--workers", "1", "--threads", "2", "--json", "--seed", "11"]
 
-    # Failures: some runs fail and are retried (max 3 retries), a few may die.
-    code, summary = run_demo(capsys, ["demo", *small, "--fail-rate", "0.3", "--url", database_url])
+    code, summary = run_demo(capsys, ["demo", *small, "--fail-rate", "0", "--url", database_url])
     assert code == 0, summary
     assert summary["accounted"] is True
     assert summary["timeout"] is False
-    assert summary["enqueued"] == 200
-    assert summary["done"] + summary["dead"] == 200
-    assert summary["left"] == 0
-    assert summary["retried"] > 0
-    assert summary["failed_runs"] == summary["retried"] + summary["dead"]
-    assert summary["throughput_jobs_per_s"] > 0
-    assert summary["latency_p50_ms"] is not None
-    letters = db.fetch_all(
-        conn, "dead_letter_list", {"actor": "sample_job", "queue": "default", "limit": None}
-    )
-    assert len(letters) == summary["dead"]
-    assert all(letter["attempts"] == 4 for letter in letters)  # 1 run + 3 retries
-    assert db.fetch_one(conn, "job_count_unfinished", {"queue": "default"})["jobs"] == 0
+    assert summary["receipts"] == 5
+    assert summary["processed"] == 5
+    assert summary["jobs_left"] == 0
+    assert summary["wrong"] == 0
+    assert summary["matched_correctly"] == summary["expected_matched"] > 0
+    assert summary["emails_delivered"] == summary["notified"] == 5 - summary["expected_failed"]
+    assert summary["jobs_retried"] == 0
+    assert summary["dead_letters"] == summary["expected_failed"]
+    assert summary["throughput_receipts_per_s"] > 0
+    assert summary["ocr_p50_ms"] is not None
+    emails = db.fetch_one(conn, "email_count")["emails"]
+    assert emails == summary["emails_delivered"]
 
-    # No failures, same database (URL before the subcommand, as `receiptq --url U demo`):
-    # the previous demo's dead letters are cleared and its statistics not counted.
-    code, summary = run_demo(capsys, ["--url", database_url, "demo", *small, "--fail-rate", "0"])
-    assert code == 0, summary
-    assert summary["done"] == 200
-    assert summary["dead"] == 0
-    assert summary["retried"] == 0
-    assert summary["failed_runs"] == 0
-    assert (
-        db.fetch_all(conn, "dead_letter_list", {"actor": "sample_job", "queue": None, "limit": 10})
-        == []
+    # Again on the same database, now with flaky services (URL before the subcommand):
+    # the previous demo's users, receipts and dead letters are gone first.
+    code, summary = run_demo(
+        capsys, ["--url", database_url, "demo", *small, "--seed", "12", "--fail-rate", "0.5"]
     )
+    assert code == 0, summary
+    assert summary["accounted"] is True
+    assert summary["receipts"] == 5
+    assert summary["jobs_retried"] > 0
+    assert len(db.fetch_all(conn, "receipt_list", {"status": None, "limit": None})) == 5
 
 
 def test_demo_options_are_validated():
     with pytest.raises(SystemExit):
         parse(["demo", "--fail-rate", "1.5"])
     with pytest.raises(SystemExit):
-        parse(["demo", "--jobs", "0"])
+        parse(["demo", "--receipts", "0"])
     args = parse(["demo"])
-    assert (args.jobs, args.workers, args.threads, args.fail_rate) == (3000, 2, 8, 0.05)
+    assert (args.receipts, args.workers, args.threads, args.fail_rate) == (40, 2, 4, 0.1)
     assert args.url is None

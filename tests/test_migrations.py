@@ -16,7 +16,7 @@ def declared(kind: str) -> set[str]:
     """Names of the objects of one kind (TABLE, INDEX, FUNCTION, TRIGGER) the migrations create."""
     pattern = re.compile(
         rf"CREATE\s+(?:UNIQUE\s+)?(?:OR\s+REPLACE\s+)?{kind}\s+(?:IF\s+NOT\s+EXISTS\s+)?"
-        r"(?:receiptq\.)?(\w+)",
+        r"(?:receiptq\.)?(\w+)\b(?!\.)",  # objects of schema receiptq (not app.*)
         re.IGNORECASE,
     )
     return {name for _, sql in db.migration_files() for name in pattern.findall(sql)}
@@ -43,20 +43,22 @@ def test_migrate_creates_every_declared_object_on_an_empty_database(empty_databa
         }
         indexes = {
             r["indexname"]
-            for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'receiptq'")
+            for r in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname IN ('receiptq', 'app')"
+            )
         }
         functions = {
             r["routine_name"]
             for r in conn.execute(
                 "SELECT routine_name FROM information_schema.routines"
-                " WHERE routine_schema = 'receiptq'"
+                " WHERE routine_schema IN ('receiptq', 'app')"
             )
         }
         triggers = {
             r["trigger_name"]
             for r in conn.execute(
                 "SELECT trigger_name FROM information_schema.triggers"
-                " WHERE event_object_schema = 'receiptq'"
+                " WHERE event_object_schema IN ('receiptq', 'app')"
             )
         }
         recorded = [r["name"] for r in conn.execute("SELECT name FROM receiptq.migrations")]
@@ -76,7 +78,7 @@ def test_claim_index_is_partial_on_queued_rows(empty_database_url):
             "SELECT indexdef FROM pg_indexes WHERE indexname = 'jobs_claim_idx'"
         ).fetchone()
     assert row is not None
-    assert "(queue, priority, run_at, id)" in row["indexdef"]
+    assert "(queue, COALESCE(tier, ''::text), priority, run_at, id)" in row["indexdef"]
     assert "WHERE (state = 'queued'::text)" in row["indexdef"]
 
 

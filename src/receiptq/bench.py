@@ -6,11 +6,22 @@ server of the URL, then migrated):
   drain   Enqueue N no-op jobs with ``broker.enqueue_many``, 1000 per call, then
           start the real ``dramatiq`` CLI (``receiptq.actors.bench``) and time
           from the first worker process's ``before_worker_boot`` until the last
-          job has w. Also reports when the last ack landed (jobs table empty).
+          job has run. Also reports when the last ack landed (jobs table empty).
   steady  Workers run; after 20 warm-up jobs, a producer in a process of its own
           enqueues batches of 10 (``enqueue_many``) as fast as it can for T
           seconds. Reports jobs done in the window per second, the producer's
           rate, and the enqueue-to-start latency (p50, p99, nearest rank).
+  tiers   The cost and the effect of fair tiers (not run by default). Two drains of
+          N jobs, split evenly over the tiers of the policy (``RECEIPTQ_TIERS``,
+          default enterprise:6, pro:3, free:1), all enqueued before the workers
+          start: (a) plain priority ordering, untiered jobs whose priority is their
+          tier's offset (0 / 10 / 20); (b) fair, the same jobs with the tier option.
+          Reports both drain rates and the fairness cost, (plain - fair) / plain;
+          each tier's share of the jobs started while every tier still had work
+          waiting (until the start of the last job of the tier that ran out first;
+          with equal thirds, enterprise), against the weights' share; and each
+          tier's p50/p95 wait, from the workers' start (the jobs were queued before
+          the workers existed) to the job's start.
 
 A job counts as done when its function has run, as for the peers. The worker
 processes record that in memory and write it every 50 ms into the bench-only
@@ -60,9 +71,11 @@ from receiptq import db
 from receiptq.broker import PostgresBroker
 from receiptq.config import database_url
 from receiptq.stats import percentile
+from receiptq.tiers import TierPolicy
 
 PEER = "receiptq"
-WORKLOADS = ("drain", "steady")
+WORKLOADS = ("drain", "steady", "tiers")
+DEFAULT_WORKLOADS = ("drain", "steady")
 
 #: The benchmark's worker module, queue and actor (see receiptq/actors/bench.py;
 #: importing that module here would set up a broker from the environment).
@@ -137,12 +150,15 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workload",
         type=_workloads,
-        default=WORKLOADS,
-        metavar="drain,steady",
-        help="comma-separated workloads (default: both)",
+        default=DEFAULT_WORKLOADS,
+        metavar="drain,steady,tiers",
+        help="comma-separated workloads (default: drain,steady)",
     )
     parser.add_argument(
-        "--jobs", type=_positive_int, default=20_000, help="drain: jobs (default 20000)"
+        "--jobs",
+        type=_positive_int,
+        default=20_000,
+        help="drain: jobs; tiers: jobs per drain (default 20000)",
     )
     parser.add_argument(
         "--seconds",
@@ -160,7 +176,8 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         type=_positive_float,
         default=120.0,
-        help="hard limit per workload in seconds; partial figures are printed (default 120)",
+        help="hard limit per workload in seconds (tiers: per drain); partial figures are "
+        "printed (default 120)",
     )
     parser.add_argument(
         "--database",
@@ -176,11 +193,13 @@ def add_parser(subparsers: Any) -> None:
     """Register ``receiptq bench`` on the CLI's subparsers."""
     parser = subparsers.add_parser(
         "bench",
-        help="benchmark receiptq with the peers' drain and steady workloads",
+        help="benchmark receiptq: the peers' drain and steady workloads, and tiers",
         description="Run the peer benchmark's two workloads on receiptq, with real "
         "`dramatiq` worker processes: drain (enqueue N no-op jobs, then time the workers "
         "until all ran) and steady (a producer enqueues batches of 10 for T seconds; "
-        "throughput and enqueue-to-start latency). Each workload starts from a fresh "
+        "throughput and enqueue-to-start latency); with --workload tiers also the fair "
+        "share each tier receives under saturation, its wait, and the throughput cost "
+        "of fairness against plain priority ordering. Each workload starts from a fresh "
         "database on the URL's server. One JSON line per workload, then a table.",
     )
     _add_options(parser)
@@ -339,6 +358,21 @@ def bench_messages(count: int) -> list[Message[Any]]:
     ]
 
 
+def labelled_messages(kinds: list[tuple[str, dict[str, Any]]]) -> list[Message[Any]]:
+    """One message per (label, options) for the no-op actor, stamped with the current time."""
+    now = time.time()
+    return [
+        Message(
+            queue_name=BENCH_QUEUE,
+            actor_name=BENCH_ACTOR,
+            args=(now, label),
+            kwargs={},
+            options=dict(options),
+        )
+        for label, options in kinds
+    ]
+
+
 def open_broker(url: str) -> PostgresBroker:
     broker = PostgresBroker(url)
     broker.declare_queue(BENCH_QUEUE)
@@ -447,6 +481,7 @@ class Workload:
     # -- tear-down --------------------------------------------------------------------
 
     def close(self) -> None:
+        """Stop the subprocesses, close the brokers and the connection (setup() may follow)."""
         errors = []
         for proc in (self.producer, self.workers):
             if proc is not None:
@@ -454,19 +489,22 @@ class Workload:
                     stop_process(proc)
                 except Exception as exc:  # keep stopping the others
                     errors.append(exc)
+        self.producer = self.workers = None
         for broker in self.brokers:
             try:
                 broker.close()
             except Exception as exc:
                 errors.append(exc)
+        self.brokers = []
         if self.conn is not None:
             self.conn.close()
+        self.conn = None
         if errors:
             raise errors[0]
 
 
 def consumers_string(settings: Settings, workload: str) -> str:
-    batch = DRAIN_ENQUEUE_CHUNK if workload == "drain" else STEADY_BATCH
+    batch = STEADY_BATCH if workload == "steady" else DRAIN_ENQUEUE_CHUNK
     return (
         f"dramatiq CLI {WORKER_MODULE} --processes {settings.processes} "
         f"--threads {settings.threads} --queues {BENCH_QUEUE}, PostgresBroker with "
@@ -478,7 +516,7 @@ def consumers_string(settings: Settings, workload: str) -> str:
 def run_one(workload: str, settings: Settings, server_url: str) -> dict[str, Any]:
     """Run one workload within its hard timeout and always clean up; its result line."""
     result: dict[str, Any] = {"peer": PEER, "workload": workload}
-    if workload == "drain":
+    if workload in ("drain", "tiers"):
         result["jobs"] = settings.jobs
     else:
         result["seconds"] = settings.seconds
@@ -489,6 +527,8 @@ def run_one(workload: str, settings: Settings, server_url: str) -> dict[str, Any
     try:
         if workload == "drain":
             run_drain(w)
+        elif workload == "tiers":
+            run_tiers(w)
         else:
             run_steady(w)
         result["timeout"] = False
@@ -561,6 +601,80 @@ def run_drain(w: Workload) -> None:
         w.check()
         time.sleep(ACK_POLL_S)
     result["last_ack_s"] = round(time.time() - started_at, 3)
+
+
+def tier_mix(policy: TierPolicy, jobs: int) -> tuple[list[tuple[str, dict[str, Any]]], ...]:
+    """The tiers workload's two drains as (label, message options) per job: the tiers
+    in equal parts, interleaved; (a) plain, untiered with the tier's priority offset as
+    the priority, labelled by that priority; (b) fair, with the tier option."""
+    tiers = [policy.tiers[i % len(policy.tiers)] for i in range(jobs)]
+    plain = [(str(t.priority_offset), {"priority": t.priority_offset}) for t in tiers]
+    fair = [(t.name, {"tier": t.name}) for t in tiers]
+    return plain, fair
+
+
+def expected_shares(policy: TierPolicy) -> dict[str, float]:
+    """Each tier's share of the claims while every tier has work waiting."""
+    total = sum(t.weight for t in policy.tiers)
+    return {t.name: round(t.weight / total, 4) for t in policy.tiers}
+
+
+def drain_labelled(
+    w: Workload, name: str, kinds: list[tuple[str, dict[str, Any]]]
+) -> tuple[float, dict[str, dict[str, Any]]]:
+    """One drain of labelled jobs on a fresh database; (jobs per s, figures per label)."""
+    jobs = len(kinds)
+    w.deadline = time.monotonic() + w.settings.timeout
+    conn = w.setup()
+    broker = w.broker()
+    for start in range(0, jobs, DRAIN_ENQUEUE_CHUNK):
+        broker.enqueue_many(labelled_messages(kinds[start : start + DRAIN_ENQUEUE_CHUNK]))
+        w.check()
+    broker.close()
+    _log(w.settings, f"[{PEER}] tiers: {name} drain, {jobs} jobs enqueued, starting the workers")
+    started_at = w.start_workers()
+    with _progress(w.settings) as progress:
+        task = progress.add_task(f"tiers {name}", total=jobs)
+        row = w.wait_done(jobs, lambda done: progress.update(task, completed=min(done, jobs)))
+    rate = jobs / (float(row["last_at"]) - started_at)
+    figures = db.fetch_all(conn, "bench_label_figures", {"since": started_at})
+    w.close()
+    return rate, {str(f["label"]): f for f in figures}
+
+
+def _label_summary(figures: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    saturated = sum(int(f["saturated"]) for f in figures.values())
+    return {
+        "share_under_saturation": {
+            label: round(int(f["saturated"]) / saturated, 4) if saturated else None
+            for label, f in figures.items()
+        },
+        "wait_p95_ms": {label: _round(f["wait_p95_ms"]) for label, f in figures.items()},
+        "wait_p50_ms": {label: _round(f["wait_p50_ms"]) for label, f in figures.items()},
+        "done": {label: int(f["done"]) for label, f in figures.items()},
+    }
+
+
+def run_tiers(w: Workload) -> None:
+    """Plain priority drain, then the fair drain; fill ``w.result`` as it goes."""
+    policy = TierPolicy.from_env()
+    result = w.result
+    plain_kinds, fair_kinds = tier_mix(policy, w.settings.jobs)
+    result["expected_share"] = expected_shares(policy)
+
+    plain_rate, plain_figures = drain_labelled(w, "plain", plain_kinds)
+    result["plain_drain_jobs_per_s"] = round(plain_rate, 1)
+    plain = _label_summary(plain_figures)
+
+    fair_rate, fair_figures = drain_labelled(w, "fair", fair_kinds)
+    result["fair_drain_jobs_per_s"] = round(fair_rate, 1)
+    result["fairness_cost_percent"] = round((plain_rate - fair_rate) / plain_rate * 100, 2)
+    fair = _label_summary(fair_figures)
+    order = [t.name for t in policy.tiers]  # best tier first, as the policy names them
+    for key in ("share_under_saturation", "wait_p95_ms", "wait_p50_ms", "done"):
+        result[key] = {name: fair[key].get(name) for name in order}
+    for key in ("share_under_saturation", "wait_p95_ms", "wait_p50_ms", "done"):
+        result[f"plain_{key}"] = plain[key]
 
 
 def _read_line(w: Workload, proc: subprocess.Popen[bytes], timeout_s: float) -> bytes:
@@ -690,6 +804,10 @@ def print_table(results: list[dict[str, Any]]) -> None:
             note = "ERROR: " + r["error"][:60]
         if r["workload"] == "drain":
             jobs, rate = r.get("done"), r.get("drain_jobs_per_s")
+        elif r["workload"] == "tiers":
+            jobs, rate = r.get("jobs"), r.get("fair_drain_jobs_per_s")
+            if r.get("fairness_cost_percent") is not None:
+                note = (note + f" fairness cost {r['fairness_cost_percent']:.1f}%").strip()
         else:
             jobs, rate = r.get("completed"), r.get("completed_jobs_per_s")
             if r.get("backlog_at_end"):
@@ -715,6 +833,31 @@ def print_table(results: list[dict[str, Any]]) -> None:
         "steady: jobs = jobs done in the window, done/s over the window, p50/p99 = latency "
         "from enqueue to job start. Compare ratios within one run, not absolute figures."
     )
+    for r in results:
+        if r["workload"] == "tiers" and "share_under_saturation" in r:
+            console.print(tiers_table(r))
+
+
+def tiers_table(r: dict[str, Any]) -> Table:
+    """The tiers workload: per tier, the share it got under saturation and its waits."""
+    table = Table(
+        title="receiptq bench: tiers",
+        caption=f"plain priority drain {r['plain_drain_jobs_per_s']:.0f} jobs/s, fair drain "
+        f"{r['fair_drain_jobs_per_s']:.0f} jobs/s: fairness costs "
+        f"{r['fairness_cost_percent']:.1f}% (target: under 10%). Share = of the jobs "
+        "started while every tier had work waiting; wait = from the workers' start.",
+    )
+    for header in ("tier", "expected share", "share", "wait p50 ms", "wait p95 ms"):
+        table.add_column(header, justify="left" if header == "tier" else "right")
+    for tier, share in r["share_under_saturation"].items():
+        table.add_row(
+            tier,
+            f"{r['expected_share'].get(tier, 0):.3f}",
+            "-" if share is None else f"{share:.3f}",
+            "-" if r["wait_p50_ms"][tier] is None else f"{r['wait_p50_ms'][tier]:.0f}",
+            "-" if r["wait_p95_ms"][tier] is None else f"{r['wait_p95_ms'][tier]:.0f}",
+        )
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -354,6 +354,11 @@ class PostgresBroker(Broker):
             if row["outcome"] == "dead":
                 self._flusher.count(row["queue"], row["actor"], dead_lettered=row["jobs"])
 
+    def throttled_reason(self) -> str | None:
+        """Why this worker does not claim now (host or database short), or None."""
+        heartbeat = self._heartbeat
+        return None if heartbeat is None else heartbeat.throttled_reason
+
     def _worker_status(self) -> tuple[list[str], list[int]]:
         with self._lock:
             queues = sorted({c.queue_name for c in self._consumers})
@@ -685,7 +690,8 @@ class _PostgresConsumer(Consumer):
             self._wakeup.clear()
             free = self._free_slots()
             wait_s = self.broker.poll_interval_s
-            if free >= self._min_claim or free == self.prefetch:
+            throttled = self.broker.throttled_reason()
+            if throttled is None and free >= self._min_claim:
                 self._check_classes()
                 claimed = self.broker.claim(self.queue_name, free, self._stride)
                 if claimed:

@@ -29,8 +29,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from receiptq import __version__, bench, config, db, demo, monitor
+from receiptq import __version__, bench, config, db, demo, monitor, queue_cli, receipts_cli
 from receiptq.broker import MessageError, PostgresBroker
+from receiptq.web import cli as web_cli
+from receiptq.web import top as web_top
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -213,29 +215,54 @@ def throughput_table(snap: dict[str, Any]) -> Table:
 
 def workers_table(snap: dict[str, Any]) -> Table:
     table = Table(title="Workers", title_justify="left")
-    for header in ("Worker", "Queues", "In flight", "Heartbeat", "State"):
+    for header in ("Worker", "Queues", "In flight", "CPU", "Memory", "Heartbeat", "State"):
         table.add_column(
-            header, justify="right" if header in ("In flight", "Heartbeat") else "left"
+            header, justify="left" if header in ("Worker", "Queues", "State") else "right"
         )
     for w in snap["workers"]:
+        if not w["alive"]:
+            state = Text("lost", style="red")
+        elif w.get("throttled"):
+            state = Text(f"throttled: {w['throttled']}", style="yellow")
+        else:
+            state = Text("alive", style="green")
         table.add_row(
             w["id"],
             ", ".join(w["queues"]),
             str(w["in_flight"]),
+            _fmt(w.get("cpu_percent"), ".0f", "%"),
+            _fmt(w.get("memory_percent"), ".0f", "%"),
             f"{w['heartbeat_age_s']:.0f} s ago",
-            Text("alive", style="green") if w["alive"] else Text("lost", style="red"),
+            state,
         )
     if not snap["workers"]:
         table.caption = "no worker has a heartbeat"
     return table
 
 
+def breakers_table(snap: dict[str, Any]) -> Table:
+    table = Table(title="Circuit breakers", title_justify="left")
+    for header in ("Breaker", "State", "Failures", "Opened at", "May close at"):
+        table.add_column(header, justify="right" if header == "Failures" else "left")
+    styles = {"closed": "green", "half-open": "yellow", "open": "red"}
+    for b in snap.get("breakers", []):
+        table.add_row(
+            b["name"],
+            Text(b["state"], style=styles.get(b["state"], "")),
+            f"{b['fail_counter']}/{b['fail_max']}",
+            b["opened_at"] or "-",
+            b["closes_at"] or "-",
+        )
+    return table
+
+
 def status_view(snap: dict[str, Any]) -> RenderableType:
     """The human form of a :func:`receiptq.monitor.snapshot`."""
+    parts: list[RenderableType] = [backlog_table(snap), throughput_table(snap), workers_table(snap)]
+    if snap.get("breakers"):
+        parts.append(breakers_table(snap))
     return Group(
-        backlog_table(snap),
-        throughput_table(snap),
-        workers_table(snap),
+        *parts,
         Text(f"as of {snap['generated_at']}", style="dim"),
     )
 
@@ -656,6 +683,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_process(sub, common)
     bench.add_parser(sub)
     demo.add_parser(sub)
+    queue_cli.add_parser(sub)
+    web_cli.add_parser(sub)
+    web_top.add_parser(sub)
+    receipts_cli.add_parser(sub)
     return parser
 
 

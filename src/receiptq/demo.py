@@ -1,31 +1,37 @@
-"""``receiptq demo``: sample jobs end to end, on real Dramatiq worker processes.
+"""``receiptq demo``: the receipt pipeline end to end, on real Dramatiq worker processes.
 
 With no database URL it starts the embedded PostgreSQL (under ``RECEIPTQ_HOME``).
-It migrates, clears what a previous demo left (the jobs of the demo queue and
-the sample actor's dead letters), enqueues N ``sample_job`` messages with mixed
-priorities (0/5/10), about 10 % delayed by 1-5 s, some with 1-20 ms of work,
-and a failure rate so that some jobs retry and a few end in the dead letters.
-Then it runs ``dramatiq receiptq.actors`` while a live view shows the queues
-draining, stops the workers once every job is done or dead, and prints a
-summary (``--json``: as JSON). Exit status 0 when every job was accounted for.
+It migrates, clears what a previous demo left (its users, receipts and jobs),
+generates N receipt images (Pillow: varied merchants, items, dates, layouts and
+fonts, some photographed badly) and the users' bank transactions (most receipts
+have theirs, some deliberately none, a few uploads are not images at all),
+starts an SMTP sink (aiosmtpd on 127.0.0.1), submits every receipt (image, row
+and pipeline in one transaction each, users of mixed tiers), and runs
+``dramatiq receiptq.actors`` while a live view shows the receipts and queues.
+The summary checks the outcome against the generated truth: receipts processed,
+matched correctly, emails delivered, jobs retried, postponed by an open circuit
+breaker, dead letters, throughput (``--json``: as JSON). ``--fail-rate`` makes
+the OCR and SMTP services fail part of the time. Exit status 0 when every
+receipt was accounted for.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import dramatiq
 import psycopg
-from dramatiq.message import Message
 from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console, Group
 from rich.live import Live
@@ -40,35 +46,31 @@ from rich.progress import (
 from rich.table import Table
 
 from receiptq import db, monitor
-from receiptq.bench import (
-    check_signals,
-    log_tail,
-    sigterm_exits,
-    start_dramatiq,
-    stop_process,
-)
+from receiptq.bench import check_signals, log_tail, sigterm_exits, stop_process
 from receiptq.broker import PostgresBroker
 from receiptq.config import configured_database_url, database_url, receiptq_home
+from receiptq.services import images, receipts
+from receiptq.services.faults import FAIL_RATE_VARIABLE
+from receiptq.services.smtp_sink import SmtpSink
 from receiptq.stats import add_histograms, empty_histogram, histogram_percentile
 
-#: The sample actor as receiptq.actors.samples declares it (importing that package
-#: here would set up a broker from the environment, so its facts are repeated).
-DEMO_QUEUE = "default"
-DEMO_ACTOR = "sample_job"
-SAMPLE_MAX_RETRIES = 3
 WORKER_MODULE = "receiptq.actors"
-
-PRIORITIES = (0, 5, 10)
-DELAYED_SHARE = 0.10
-DELAY_S = (1.0, 5.0)
-WORK_SHARE = 0.30
-#: Share of jobs that always fail when --fail-rate > 0 (they end as dead letters).
-POISON_SHARE = 0.003
-WORK_MS = (1, 20)
-ENQUEUE_CHUNK = 1000
+QUEUES = ("ocr", "matching", "email")
+ACTORS = ("ocr_receipt", "match_receipt", "send_email")
+#: The demo's users live in this email domain (a new demo deletes them first).
+DEMO_DOMAIN = "demo.receiptq.test"
+USERS = (("enterprise", 2), ("pro", 2), ("free", 3))
+#: Shares of the generated receipts.
+NO_TRANSACTION_SHARE = 0.15  # deliberately unmatched
+NOISY_SHARE = 0.2  # skewed, blurred, speckled photos
+BROKEN_SHARE = 0.05  # uploads that are not images: failed, dead-lettered
+#: Transactions of other purchases per user, so matching has something to reject.
+OTHER_TRANSACTIONS = 4
+#: Breakers reopen quickly in the demo so that an outage is visible, not endless.
+BREAKER_RESET_S = 3
 POLL_S = 0.25
 STOP_GRACE_S = 20.0
-COUNTERS = ("enqueued", "succeeded", "failed", "retried", "dead_lettered")
+COUNTERS = ("enqueued", "succeeded", "failed", "retried", "dead_lettered", "postponed")
 
 
 # --- command line ------------------------------------------------------------------------
@@ -92,34 +94,36 @@ def add_parser(subparsers: Any) -> None:
     """Register ``receiptq demo`` on the CLI's subparsers."""
     parser = subparsers.add_parser(
         "demo",
-        help="run sample jobs end to end on real workers (embedded PostgreSQL by default)",
-        description="Enqueue sample jobs (mixed priorities, some delayed, some failing and "
-        "retried, a few dead-lettered), run real `dramatiq` worker processes with a live view "
-        "of the queues, and print a summary. Without a database URL it uses the embedded "
-        "PostgreSQL under RECEIPTQ_HOME (default ~/.receiptq).",
+        help="run the receipt pipeline end to end on real workers (embedded PostgreSQL by default)",
+        description="Generate receipt images and bank transactions, submit the receipts, run "
+        "real `dramatiq` worker processes (OCR -> matching -> email to a local SMTP sink) with a "
+        "live view, and check the outcome against the generated truth. Without a database URL "
+        "it uses the embedded PostgreSQL under RECEIPTQ_HOME (default ~/.receiptq).",
     )
-    parser.add_argument("--jobs", type=_positive_int, default=3000, help="jobs (default 3000)")
+    parser.add_argument(
+        "--receipts", type=_positive_int, default=40, help="receipts to generate (default 40)"
+    )
     parser.add_argument(
         "--workers", type=_positive_int, default=2, help="worker processes (default 2)"
     )
     parser.add_argument(
-        "--threads", type=_positive_int, default=8, help="threads per worker process (default 8)"
+        "--threads", type=_positive_int, default=4, help="threads per worker process (default 4)"
     )
     parser.add_argument(
         "--fail-rate",
         type=_rate,
-        default=0.05,
-        help="probability that one run of a job fails (default 0.05); a job is retried "
-        f"up to {SAMPLE_MAX_RETRIES} times, then dead-lettered",
+        default=0.1,
+        help="probability that one OCR or SMTP call fails (default 0.1): retries with backoff; "
+        "a run of failures opens the service's circuit breaker",
     )
     parser.add_argument(
         "--timeout",
         type=float,
         default=300.0,
-        help="give up (exit 1) when the jobs are not all finished after this many seconds "
+        help="give up (exit 1) when the receipts are not all done after this many seconds "
         "(default 300)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed of the job mix")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the generated data")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     # The CLI has a global --url; SUPPRESS keeps this one from overwriting it.
     parser.add_argument(
@@ -138,21 +142,16 @@ class Totals:
     """Statistics counters of one queue (or actor) summed over minute rows."""
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
-    latency_hist: list[int] = field(default_factory=empty_histogram)
     run_hist: list[int] = field(default_factory=empty_histogram)
 
-    def add_row(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any]) -> None:
         for name in COUNTERS:
             self.counts[name] += int(row[name])
-        self.latency_hist = add_histograms([self.latency_hist, row["latency_ms_hist"] or []])
         self.run_hist = add_histograms([self.run_hist, row["run_ms_hist"] or []])
 
     def minus(self, other: Totals) -> Totals:
         return Totals(
             counts={name: self.counts[name] - other.counts[name] for name in COUNTERS},
-            latency_hist=[
-                a - b for a, b in zip(self.latency_hist, other.latency_hist, strict=True)
-            ],
             run_hist=[a - b for a, b in zip(self.run_hist, other.run_hist, strict=True)],
         )
 
@@ -161,45 +160,28 @@ def minute_of(epoch_s: float) -> datetime:
     return datetime.fromtimestamp(epoch_s // 60 * 60, tz=UTC)
 
 
-def stats_totals(conn: psycopg.Connection[Any], since: datetime) -> dict[tuple[str, str], Totals]:
-    """Statistics since a minute, summed per (queue, actor)."""
-    totals: dict[tuple[str, str], Totals] = {}
+def stats_per_queue(conn: psycopg.Connection[Any], since: datetime) -> dict[str, Totals]:
+    totals: dict[str, Totals] = {}
     for row in db.fetch_all(conn, "stats_since", {"since": since}):
-        totals.setdefault((row["queue"], row["actor"]), Totals()).add_row(row)
+        totals.setdefault(row["queue"], Totals()).add(row)
     return totals
 
 
 class RunStats:
-    """The statistics of this run: what was added since the run began (other runs may
-    have written to the same minutes before)."""
+    """The statistics of this run: what was added since it began (earlier runs may
+    have written to the same minutes)."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self.since = minute_of(time.time())
-        self.baseline = stats_totals(conn, self.since)
-
-    def read(self) -> dict[tuple[str, str], Totals]:
-        now = stats_totals(self.conn, self.since)
-        return {key: totals.minus(self.baseline.get(key, Totals())) for key, totals in now.items()}
+        self.baseline = stats_per_queue(conn, self.since)
 
     def per_queue(self) -> dict[str, Totals]:
-        queues: dict[str, Totals] = {}
-        for (queue, _), totals in self.read().items():
-            total = queues.setdefault(queue, Totals())
-            total.counts = {name: total.counts[name] + totals.counts[name] for name in COUNTERS}
-        return queues
+        now = stats_per_queue(self.conn, self.since)
+        return {q: t.minus(self.baseline.get(q, Totals())) for q, t in now.items()}
 
-
-def queue_status(conn: psycopg.Connection[Any]) -> dict[str, dict[str, int]]:
-    """Live counts per queue: queued (ready), scheduled, running, dead."""
-    snap = monitor.snapshot(conn)
-    return {
-        name: {key: int(figures[key]) for key in ("queued", "scheduled", "running", "dead")}
-        for name, figures in snap["queues"].items()
-    }
-
-
-# --- the demo ----------------------------------------------------------------------------
+    def total(self, name: str) -> int:
+        return sum(t.counts[name] for q, t in self.per_queue().items() if q in QUEUES)
 
 
 def describe(url: str) -> str:
@@ -210,116 +192,184 @@ def describe(url: str) -> str:
     return f"{params.get('user') or ''}@{host}:{port}/{params.get('dbname') or ''}".lstrip("@")
 
 
-def demo_broker(url: str) -> PostgresBroker:
-    """A broker for sending: the sample actor declared as the workers declare it."""
-    broker = PostgresBroker(url)
-
-    def sample_job(job_no: int, work_ms: int = 0, fail_rate: float = 0.0) -> int:
-        raise RuntimeError("sample_job runs in the worker processes")  # pragma: no cover
-
-    dramatiq.Actor(
-        sample_job,
-        broker=broker,
-        actor_name=DEMO_ACTOR,
-        queue_name=DEMO_QUEUE,
-        priority=0,
-        options={"max_retries": SAMPLE_MAX_RETRIES},
-    )
-    return broker
+# --- the generated world -----------------------------------------------------------------
 
 
-def clear_previous(broker: PostgresBroker, conn: psycopg.Connection[Any]) -> int:
-    """Drop the demo queue's jobs and the sample actor's dead letters; how many letters."""
-    broker.flush(DEMO_QUEUE)
-    rows = db.fetch_all(
-        conn, "dead_letter_list", {"actor": DEMO_ACTOR, "queue": DEMO_QUEUE, "limit": None}
-    )
-    ids = [row["id"] for row in rows]
-    if ids:
-        db.fetch_all(conn, "dead_letter_purge", {"all": False, "ids": ids, "before": None})
-    return len(ids)
+@dataclass
+class Upload:
+    """One receipt to submit, and what the pipeline should make of it."""
+
+    user_id: int
+    image: bytes
+    expected: str  # "matched", "unmatched" or "failed"
+    transaction_id: int | None = None
+    receipt_id: int = 0
 
 
-def demo_messages(
-    first: int, count: int, fail_rate: float, rng: random.Random
-) -> list[Message[Any]]:
-    """Messages for the jobs numbered first .. first+count-1."""
-    now_ms = time.time() * 1000
-    messages: list[Message[Any]] = []
-    for job_no in range(first, first + count):
-        options: dict[str, Any] = {"priority": rng.choice(PRIORITIES)}
-        if rng.random() < DELAYED_SHARE:
-            options["eta"] = int(now_ms + rng.uniform(*DELAY_S) * 1000)
-        work_ms = rng.randint(*WORK_MS) if rng.random() < WORK_SHARE else 0
-        # A few poison jobs fail every time, so the dead letters have something to show.
-        job_fail_rate = 1.0 if fail_rate and rng.random() < POISON_SHARE else fail_rate
-        messages.append(
-            Message(
-                queue_name=DEMO_QUEUE,
-                actor_name=DEMO_ACTOR,
-                args=(job_no,),
-                kwargs={"work_ms": work_ms, "fail_rate": job_fail_rate},
-                options=options,
-            )
+def clear_previous(broker: PostgresBroker, conn: psycopg.Connection[Any]) -> None:
+    """Remove a previous demo: its users and their data, its queues' jobs and dead letters."""
+    for query in ("app_delete_emails_of_domain", "app_delete_receipts_of_domain",
+                  "app_delete_transactions_of_domain", "app_delete_users_of_domain"):  # fmt: skip
+        db.execute(conn, query, {"domain": DEMO_DOMAIN})
+    for queue in QUEUES:
+        broker.flush(queue)
+        letters = db.fetch_all(
+            conn, "dead_letter_list", {"actor": None, "queue": queue, "limit": None}
         )
-    return messages
+        if letters:
+            ids = [row["id"] for row in letters]
+            db.fetch_all(conn, "dead_letter_purge", {"all": False, "ids": ids, "before": None})
 
 
-def status_table(
-    status: dict[str, dict[str, int]], stats: dict[str, Totals], jobs: int, finished: int
-) -> Table:
-    table = Table(title=f"queues ({finished}/{jobs} demo jobs finished)", title_justify="left")
+def create_users(conn: psycopg.Connection[Any]) -> list[int]:
+    ids = []
+    for tier, count in USERS:
+        for n in range(1, count + 1):
+            ids.append(receipts.add_user(conn, f"{tier}{n}@{DEMO_DOMAIN}", tier)["id"])
+    return ids
+
+
+def generate(conn: psycopg.Connection[Any], count: int, rng: random.Random) -> list[Upload]:
+    """Users, receipt images and bank transactions; the truth about each receipt."""
+    users = create_users(conn)
+    today = date.today()
+    uploads = []
+    for n in range(count):
+        user = users[n % len(users)]
+        spec = images.random_receipt(rng, today=today)
+        image = images.render_receipt(spec, noisy=rng.random() < NOISY_SHARE, seed=n)
+        roll = rng.random()
+        if roll < BROKEN_SHARE:
+            uploads.append(Upload(user, image[: len(image) // 3], "failed"))
+        elif roll < BROKEN_SHARE + NO_TRANSACTION_SHARE:
+            uploads.append(Upload(user, image, "unmatched"))
+        else:
+            posted = spec.purchased_on + timedelta(days=rng.randint(0, 3))
+            txn = receipts.add_transaction(
+                conn, user, posted, spec.total, spec.currency, f"CARD {spec.bank_name}"
+            )
+            uploads.append(Upload(user, image, "matched", txn))
+    for user in users:  # other purchases: amounts no receipt has
+        for _ in range(OTHER_TRANSACTIONS):
+            other = rng.choice(images.MERCHANTS)[1]
+            amount = Decimal(rng.randint(5000, 9000)) / 100
+            posted = today - timedelta(days=rng.randint(0, 30))
+            receipts.add_transaction(conn, user, posted, amount, "EUR", f"CARD {other}")
+    return uploads
+
+
+def submit_all(broker: PostgresBroker, url: str, uploads: list[Upload]) -> None:
+    from receiptq.actors.receipts import submit_receipt
+
+    with db.connect(url) as conn:
+        for upload in uploads:
+            upload.receipt_id = submit_receipt(upload.user_id, upload.image, conn, broker=broker)
+            check_signals()
+
+
+# --- workers and the live view -----------------------------------------------------------
+
+
+def start_workers(
+    url: str, args: argparse.Namespace, smtp_port: int, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """The stock Dramatiq CLI over receiptq.actors, pointed at the SMTP sink."""
+    ocr_threads = max(1, (os.cpu_count() or 1) // args.workers)
+    env = dict(
+        os.environ,
+        RECEIPTQ_DATABASE_URL=url,
+        RECEIPTQ_SMTP_HOST="127.0.0.1",
+        RECEIPTQ_SMTP_PORT=str(smtp_port),
+        RECEIPTQ_SMTP_TLS="none",
+        RECEIPTQ_OCR_THREADS=str(ocr_threads),
+        RECEIPTQ_BREAKER_OCR_RESET_S=str(BREAKER_RESET_S),
+        RECEIPTQ_BREAKER_EMAIL_RESET_S=str(BREAKER_RESET_S),
+        RECEIPTQ_POLL_INTERVAL_MS="200",
+        **{FAIL_RATE_VARIABLE: str(args.fail_rate)},
+    )
+    env.pop("RECEIPTQ_OCR_URL", None)
+    command = [
+        sys.executable, "-m", "dramatiq", WORKER_MODULE,
+        "--processes", str(args.workers),
+        "--threads", str(args.threads),
+        "--queues", *QUEUES,
+    ]  # fmt: skip
+    with open(log_path, "wb") as log_file:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group: see bench.stop_process()
+        )
+
+
+def receipt_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    counts = dict.fromkeys(receipts.STATUSES, 0)
+    for row in db.fetch_all(conn, "receipt_status_counts"):
+        counts[row["status"]] = int(row["receipts"])
+    return counts
+
+
+def unfinished_jobs(snap: dict[str, Any]) -> int:
+    queues = snap["queues"]
+    return sum(
+        int(queues.get(q, {}).get(key, 0))
+        for q in QUEUES
+        for key in ("queued", "scheduled", "running")
+    )
+
+
+def status_table(snap: dict[str, Any], stats: dict[str, Totals], counts: dict[str, int]) -> Table:
+    title = "receipts: " + ", ".join(f"{counts[s]} {s}" for s in receipts.STATUSES)
+    table = Table(title=title, title_justify="left")
     table.add_column("queue")
-    for name in ("queued", "scheduled", "running", "done", "retried", "dead"):
+    for name in ("queued", "scheduled", "running", "done", "retried", "postponed", "dead"):
         table.add_column(name, justify="right")
-    for name in sorted(status.keys() | stats.keys() | {DEMO_QUEUE}):
-        live = status.get(name, {})
-        counts = stats.get(name, Totals()).counts
+    for queue in QUEUES:
+        live = snap["queues"].get(queue, {})
+        totals = stats.get(queue, Totals()).counts
         table.add_row(
-            name,
-            str(live.get("queued", 0)),
-            str(live.get("scheduled", 0)),
-            str(live.get("running", 0)),
-            str(counts["succeeded"]),
-            str(counts["retried"]),
+            queue,
+            *(str(live.get(key, 0)) for key in ("queued", "scheduled", "running")),
+            str(totals["succeeded"]),
+            str(totals["retried"]),
+            str(totals["postponed"]),
             str(live.get("dead", 0)),
         )
+    breakers = ", ".join(f"{b['name']} {b['state']}" for b in snap.get("breakers", []))
+    if breakers:
+        table.caption = f"circuit breakers: {breakers}"
     return table
-
-
-def unfinished(status: dict[str, dict[str, int]]) -> int:
-    live = status.get(DEMO_QUEUE, {})
-    return live.get("queued", 0) + live.get("scheduled", 0) + live.get("running", 0)
 
 
 def watch(
     conn: psycopg.Connection[Any],
-    workers: Any,
+    workers: subprocess.Popen[bytes],
     log_path: Path,
     run_stats: RunStats,
-    jobs: int,
+    total: int,
     timeout_s: float,
     console: Console,
 ) -> tuple[bool, float]:
-    """Live view until every demo job is done or dead; (finished, wall seconds)."""
+    """Live view until no receipt job is left; (finished, wall seconds)."""
     started = time.monotonic()
     progress = Progress(
-        TextColumn("[bold]jobs finished"),
+        TextColumn("[bold]receipts done"),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
         TimeElapsedColumn(),
     )
-    task = progress.add_task("finished", total=jobs)
+    task = progress.add_task("done", total=total)
     with Live(progress, console=console, refresh_per_second=4) as live:
         while True:
-            status = queue_status(conn)
-            finished = jobs - unfinished(status)
-            progress.update(task, completed=finished)
-            live.update(
-                Group(progress, status_table(status, run_stats.per_queue(), jobs, finished))
-            )
-            if finished >= jobs:
+            snap = monitor.snapshot(conn)
+            counts = receipt_counts(conn)
+            progress.update(task, completed=counts["notified"] + counts["failed"])
+            live.update(Group(progress, status_table(snap, run_stats.per_queue(), counts)))
+            if unfinished_jobs(snap) == 0:
                 return True, time.monotonic() - started
             check_signals()
             if workers.poll() is not None:
@@ -332,12 +382,11 @@ def watch(
             time.sleep(POLL_S)
 
 
-def _round(value: float | None, digits: int = 1) -> float | None:
-    return None if value is None else round(value, digits)
+# --- the demo ----------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo; print the summary. Exit status 0 when every job was accounted for."""
+    """Run the demo; print the summary. Exit status 0 when every receipt was accounted for."""
     with sigterm_exits():  # SIGTERM unwinds through the finally blocks: workers stopped
         return _run(args)
 
@@ -354,46 +403,39 @@ def _run(args: argparse.Namespace) -> int:
     applied = db.migrate(url)
     if applied:
         console.print(f"migrated: {', '.join(applied)}")
+    # receiptq.actors builds the workers' broker from the environment when imported;
+    # this process sends through a broker of its own on the demo's URL.
+    os.environ.setdefault("RECEIPTQ_DATABASE_URL", url)
+    from receiptq.actors.receipts import receipt_broker
 
     rng = random.Random(args.seed)
-    jobs: int = args.jobs
-    broker = demo_broker(url)
+    broker = receipt_broker(url)
+    sink = SmtpSink()
     log_path = Path(tempfile.gettempdir()) / "receiptq-demo-dramatiq.log"
     try:
         with db.connect(url) as conn:
-            cleared = clear_previous(broker, conn)
-            if cleared:
-                console.print(f"cleared {cleared} dead letters of a previous demo")
-            run_stats = RunStats(conn)
-
+            clear_previous(broker, conn)
             start = time.perf_counter()
-            stored = 0
-            for first in range(0, jobs, ENQUEUE_CHUNK):
-                count = min(ENQUEUE_CHUNK, jobs - first)
-                stored += broker.enqueue_many(demo_messages(first, count, args.fail_rate, rng))
-                check_signals()
-            enqueue_s = time.perf_counter() - start
+            uploads = generate(conn, args.receipts, rng)
+            generate_s = time.perf_counter() - start
+            run_stats = RunStats(conn)
+            start = time.perf_counter()
+            submit_all(broker, url, uploads)
+            submit_s = time.perf_counter() - start
+            smtp_port = sink.start()
             console.print(
-                f"enqueued {stored} jobs in {enqueue_s:.2f} s; starting {args.workers} worker "
-                f"processes x {args.threads} threads (log: {log_path})"
+                f"generated {len(uploads)} receipts in {generate_s:.2f} s, submitted in "
+                f"{submit_s:.2f} s; SMTP sink on 127.0.0.1:{smtp_port}; starting {args.workers} "
+                f"worker processes x {args.threads} threads (log: {log_path})"
             )
-
-            workers = start_dramatiq(
-                WORKER_MODULE,
-                url,
-                processes=args.workers,
-                threads=args.threads,
-                queues=[DEMO_QUEUE],
-                log_path=log_path,
-            )
+            workers = start_workers(url, args, smtp_port, log_path)
             try:
                 finished, wall_s = watch(
-                    conn, workers, log_path, run_stats, jobs, args.timeout, console
+                    conn, workers, log_path, run_stats, len(uploads), args.timeout, console
                 )
             finally:
                 stop_process(workers, STOP_GRACE_S)  # graceful: the workers write their stats
-
-            summary = summarize(conn, run_stats, jobs, stored, finished, wall_s, enqueue_s)
+            summary = summarize(conn, run_stats, uploads, sink.count, finished, wall_s)
             summary.update(
                 database=describe(url),
                 workers=args.workers,
@@ -401,6 +443,7 @@ def _run(args: argparse.Namespace) -> int:
                 fail_rate=args.fail_rate,
             )
     finally:
+        sink.stop()
         broker.close()
 
     if args.json:
@@ -410,66 +453,103 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if summary["accounted"] else 1
 
 
+def check_truth(conn: psycopg.Connection[Any], uploads: list[Upload]) -> dict[str, int]:
+    """How the pipeline's outcome compares with the generated truth."""
+    result = {"matched_correctly": 0, "unmatched_correctly": 0, "failed_correctly": 0, "wrong": 0}
+    for upload in uploads:
+        got = receipts.get_receipt(conn, upload.receipt_id)
+        if got["status"] in ("uploaded", "read"):
+            continue  # its job is a dead letter (counted as stuck), not an outcome
+        if upload.expected == "failed":
+            ok = got["status"] == "failed"
+            key = "failed_correctly"
+        elif upload.expected == "unmatched":
+            ok = got["status"] in ("unmatched", "notified") and got["transaction_id"] is None
+            key = "unmatched_correctly"
+        else:
+            ok = got["transaction_id"] == upload.transaction_id
+            key = "matched_correctly"
+        result[key if ok else "wrong"] += 1
+    return result
+
+
 def summarize(
     conn: psycopg.Connection[Any],
     run_stats: RunStats,
-    jobs: int,
-    stored: int,
+    uploads: list[Upload],
+    emails: int,
     finished: bool,
     wall_s: float,
-    enqueue_s: float,
 ) -> dict[str, Any]:
-    status = queue_status(conn)
-    left = unfinished(status)
-    dead = status.get(DEMO_QUEUE, {}).get("dead", 0)
-    totals = run_stats.read().get((DEMO_QUEUE, DEMO_ACTOR), Totals())
-    done = totals.counts["succeeded"]
+    counts = receipt_counts(conn)
+    snap = monitor.snapshot(conn)
+    dead = sum(int(snap["queues"].get(q, {}).get("dead", 0)) for q in QUEUES)
+    processed = counts["notified"] + counts["failed"]
+    stats = run_stats.per_queue()
+    ocr_hist = stats.get("ocr", Totals()).run_hist
+    truth = check_truth(conn, uploads)
+    left = unfinished_jobs(snap)
     return {
-        "jobs": jobs,
-        "enqueued": stored,
-        "done": done,
-        "retried": totals.counts["retried"],
-        "failed_runs": totals.counts["failed"],
-        "dead": dead,
-        "left": left,
-        "accounted": stored == jobs and left == 0 and done + dead == jobs,
+        "receipts": len(uploads),
+        "processed": processed,
+        "notified": counts["notified"],
+        "failed": counts["failed"],
+        "stuck": len(uploads) - processed,
+        "expected_matched": sum(u.expected == "matched" for u in uploads),
+        "expected_unmatched": sum(u.expected == "unmatched" for u in uploads),
+        "expected_failed": sum(u.expected == "failed" for u in uploads),
+        **truth,
+        "emails_delivered": emails,
+        "jobs_retried": run_stats.total("retried"),
+        "jobs_postponed": run_stats.total("postponed"),
+        "dead_letters": dead,
+        "jobs_left": left,
+        # No job left: every receipt reached the end of its pipeline or a dead letter.
+        "accounted": finished and left == 0,
         "timeout": not finished,
-        "enqueue_s": round(enqueue_s, 3),
         "wall_s": round(wall_s, 3),
-        "throughput_jobs_per_s": round((done + dead) / wall_s, 1) if wall_s > 0 else None,
-        "latency_p50_ms": _round(histogram_percentile(totals.latency_hist, 0.50)),
-        "latency_p95_ms": _round(histogram_percentile(totals.latency_hist, 0.95)),
-        "run_p50_ms": _round(histogram_percentile(totals.run_hist, 0.50)),
-        "run_p95_ms": _round(histogram_percentile(totals.run_hist, 0.95)),
+        "throughput_receipts_per_s": round(processed / wall_s, 2) if wall_s > 0 else None,
+        "ocr_p50_ms": _round(histogram_percentile(ocr_hist, 0.50)),
+        "ocr_p95_ms": _round(histogram_percentile(ocr_hist, 0.95)),
     }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def print_summary(summary: dict[str, Any]) -> None:
     def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f} ms"
+        return "-" if value is None else f"{value:.0f} ms"
 
     table = Table(title="receiptq demo", show_header=False, title_justify="left")
     table.add_column("", style="bold")
     table.add_column("", justify="right")
     rows = [
-        ("jobs", str(summary["jobs"])),
-        ("done", str(summary["done"])),
-        ("retried (runs that failed and were retried)", str(summary["retried"])),
-        ("dead-lettered", str(summary["dead"])),
-        ("not finished", str(summary["left"])),
-        ("wall time (workers started → all finished)", f"{summary['wall_s']:.2f} s"),
-        ("throughput", f"{summary['throughput_jobs_per_s']} jobs/s"),
-        ("latency p50 / p95 (due → start)", f"{ms(summary['latency_p50_ms'])} / "
-         f"{ms(summary['latency_p95_ms'])}"),
-        ("run time p50 / p95", f"{ms(summary['run_p50_ms'])} / {ms(summary['run_p95_ms'])}"),
+        ("receipts", str(summary["receipts"])),
+        ("processed (notified or failed)", str(summary["processed"])),
+        ("matched correctly", f"{summary['matched_correctly']} of {summary['expected_matched']}"),
+        ("unmatched correctly (no transaction)",
+         f"{summary['unmatched_correctly']} of {summary['expected_unmatched']}"),
+        ("failed correctly (not an image)",
+         f"{summary['failed_correctly']} of {summary['expected_failed']}"),
+        ("wrong outcome", str(summary["wrong"])),
+        ("stuck (a job of theirs is a dead letter)", str(summary["stuck"])),
+        ("emails delivered", str(summary["emails_delivered"])),
+        ("jobs retried", str(summary["jobs_retried"])),
+        ("jobs postponed (circuit breaker open)", str(summary["jobs_postponed"])),
+        ("dead letters", str(summary["dead_letters"])),
+        ("wall time (workers started → all done)", f"{summary['wall_s']:.2f} s"),
+        ("throughput", f"{summary['throughput_receipts_per_s']} receipts/s"),
+        ("OCR run time p50 / p95", f"{ms(summary['ocr_p50_ms'])} / {ms(summary['ocr_p95_ms'])}"),
     ]  # fmt: skip
     for name, value in rows:
         table.add_row(name, value)
     console = Console()
     console.print(table)
     if summary["accounted"]:
-        console.print("[green]every job was accounted for (done or dead-lettered)[/green]")
+        console.print("[green]every receipt was accounted for[/green]")
     else:
         why = "timed out" if summary["timeout"] else "counts do not add up"
-        console.print(f"[red]not every job was accounted for ({why})[/red]")
-        print("see `receiptq status` and `receiptq dead-letter list`", file=sys.stderr)
+        console.print(f"[red]not every receipt was accounted for ({why})[/red]")
+        print("see `receiptq receipts list` and `receiptq dead-letter list`", file=sys.stderr)

@@ -6,6 +6,7 @@ statistics and the workers, and returns plain JSON-ready dicts, exactly what
 
     {"queues": {"<queue>": QUEUE_FIGURES}, "totals": QUEUE_FIGURES,
      "workers": [{"id", "host", "pid", "queues", "in_flight", "heartbeat_age_s", "alive"}],
+     "breakers": [{"name", "state", "fail_counter", "fail_max", "opened_at", "closes_at"}],
      "generated_at": "<iso time>"}
 
 QUEUE_FIGURES are the keys of :data:`QUEUE_FIELDS`. A queue is listed when it
@@ -85,8 +86,11 @@ def window_start(now: datetime, minutes: int) -> datetime:
     return now.replace(second=0, microsecond=0) - timedelta(minutes=minutes)
 
 
-def window_stats(rows: Iterable[Mapping[str, Any]], now: datetime) -> dict[str, WindowStats]:
-    """Sum ``stats_minute`` rows per queue into the windows ending at ``now``.
+def window_stats(
+    rows: Iterable[Mapping[str, Any]], now: datetime, key: str = "queue"
+) -> dict[str, WindowStats]:
+    """Sum ``stats_minute`` rows per queue (or per ``key``, e.g. actor) into the windows
+    ending at ``now``.
 
     Rows older than the longest window are ignored (their queue is not listed).
     """
@@ -96,7 +100,7 @@ def window_stats(rows: Iterable[Mapping[str, Any]], now: datetime) -> dict[str, 
     for row in rows:
         if row["minute"] < oldest:
             continue
-        stats = by_queue.setdefault(row["queue"], WindowStats())
+        stats = by_queue.setdefault(row[key], WindowStats())
         for minutes, start in starts.items():
             if row["minute"] >= start:
                 stats.done[minutes] += row["succeeded"]
@@ -153,6 +157,10 @@ def worker_figures(row: Mapping[str, Any], alive_s: float) -> dict[str, Any]:
         "in_flight": row["in_flight"],
         "heartbeat_age_s": age,
         "alive": age <= alive_s,
+        "cpu_percent": row.get("cpu_percent"),
+        "memory_percent": row.get("memory_percent"),
+        "db_connections_percent": row.get("db_connections_percent"),
+        "throttled": row.get("throttled_reason"),
     }
 
 
@@ -182,7 +190,26 @@ def snapshot(
         since = window_start(now, max(WINDOWS_MIN))
         stats = window_stats(db.fetch_all(source, "stats_since", {"since": since}), now)
         workers = db.fetch_all(source, "worker_list")
-    return _assemble(live, dead, stats, workers, now, alive_s)
+        breakers = db.fetch_all(source, "breaker_list")
+    snap = _assemble(live, dead, stats, workers, now, alive_s)
+    snap["breakers"] = [breaker_figures(row) for row in breakers]
+    return snap
+
+
+def breaker_figures(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One circuit breaker as shown; ``closes_at``: when an open one may half-open."""
+
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "name": row["name"],
+        "state": row["state"],
+        "fail_counter": row["fail_counter"],
+        "fail_max": row["fail_max"],
+        "opened_at": iso(row["opened_at"]),
+        "closes_at": iso(row["closes_at"]),
+    }
 
 
 def _assemble(
@@ -206,3 +233,156 @@ def _assemble(
         "totals": totals,
         "generated_at": now.isoformat(),
     }
+
+
+# -- the dashboard's and the metrics' extra figures ------------------------------------
+
+#: The figures of one actor (over :data:`PERCENTILE_WINDOW_MIN` minutes), in display order.
+ACTOR_FIELDS = (
+    "done_5m",
+    "failed_5m",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "run_p50_ms",
+    "run_p95_ms",
+    "success_rate_5m",
+)
+#: Minutes of per-minute throughput the dashboard draws.
+HISTORY_MIN = 60
+
+
+def actor_figures(stats: WindowStats) -> dict[str, Any]:
+    """The figures of one actor with the keys of :data:`ACTOR_FIELDS`."""
+    window = PERCENTILE_WINDOW_MIN
+    finished = stats.done[window] + stats.failed[window]
+    return {
+        "done_5m": stats.done[window],
+        "failed_5m": stats.failed[window],
+        "latency_p50_ms": histogram_percentile(stats.latency_ms_hist, 0.50),
+        "latency_p95_ms": histogram_percentile(stats.latency_ms_hist, 0.95),
+        "run_p50_ms": histogram_percentile(stats.run_ms_hist, 0.50),
+        "run_p95_ms": histogram_percentile(stats.run_ms_hist, 0.95),
+        "success_rate_5m": stats.done[window] / finished if finished else None,
+    }
+
+
+def tier_figures(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Jobs waiting per tier (None: sent without a tier) and each tier's share of the
+    ready jobs (None when nothing is ready)."""
+    rows = list(rows)
+    ready = sum(row["queued"] for row in rows)
+    return [
+        {
+            "tier": row["tier"],
+            "queued": row["queued"],
+            "scheduled": row["scheduled"],
+            "running": row["running"],
+            "oldest_ready_s": row["oldest_ready_s"],
+            "ready_share": row["queued"] / ready if ready else None,
+        }
+        for row in rows
+    ]
+
+
+def minute_history(
+    rows: Iterable[Mapping[str, Any]], now: datetime, minutes: int = HISTORY_MIN
+) -> list[dict[str, Any]]:
+    """Jobs done and failed per minute, all queues together, for the ``minutes`` whole
+    minutes before the current one and the current one, oldest first (minutes without
+    a row count 0)."""
+    start = window_start(now, minutes)
+    slots = {start + timedelta(minutes=i): [0, 0] for i in range(minutes + 1)}
+    for row in rows:
+        slot = slots.get(row["minute"])
+        if slot is not None:
+            slot[0] += row["succeeded"]
+            slot[1] += row["failed"]
+    return [
+        {"minute": minute.isoformat(), "done": done, "failed": failed}
+        for minute, (done, failed) in slots.items()
+    ]
+
+
+def dashboard(
+    source: psycopg.Connection[Any] | str,
+    *,
+    now: datetime | None = None,
+    alive_s: float | None = None,
+) -> dict[str, Any]:
+    """The dashboard's figures against one clock reading::
+
+        {"status": snapshot(), "actors": {"<actor>": ACTOR_FIGURES},
+         "tiers": [TIER_FIGURES], "history": [{"minute", "done", "failed"}]}
+
+    ``status`` is exactly :func:`snapshot` (what ``receiptq status --json`` prints).
+    """
+    if isinstance(source, str):
+        with db.connect(source) as conn:
+            return dashboard(conn, now=now, alive_s=alive_s)
+    with source.transaction():
+        if now is None:
+            row = db.fetch_one(source, "db_now")
+            assert row is not None
+            now = row["now"]
+        status = snapshot(source, now=now, alive_s=alive_s)
+        since = window_start(now, max(WINDOWS_MIN + (HISTORY_MIN,)))
+        rows = db.fetch_all(source, "stats_since", {"since": since})
+        tiers = db.fetch_all(source, "job_waiting_by_tier", {"now": now})
+    by_actor = window_stats(rows, now, key="actor")
+    return {
+        "status": status,
+        "actors": {name: actor_figures(by_actor[name]) for name in sorted(by_actor)},
+        "tiers": tier_figures(tiers),
+        "history": minute_history(rows, now),
+    }
+
+
+def actor_totals(source: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """Every queue and actor's counters and histograms summed over all the statistics
+    kept (the Prometheus counters): the columns of ``stats_minute`` per (queue, actor),
+    histograms as full bucket lists."""
+    with source.transaction():
+        totals = db.fetch_all(source, "stats_totals_by_actor")
+        buckets = db.fetch_all(source, "stats_histogram_totals_by_actor")
+    by_key = {(row["queue"], row["actor"]): row for row in totals}
+    for row in totals:
+        row["run_ms_hist"] = empty_histogram()
+        row["latency_ms_hist"] = empty_histogram()
+    for bucket in buckets:
+        owner = by_key.get((bucket["queue"], bucket["actor"]))
+        index = bucket["bucket"] - 1
+        if owner is not None and index < len(owner["run_ms_hist"]):
+            owner["run_ms_hist"][index] = bucket["run"] or 0
+            owner["latency_ms_hist"][index] = bucket["latency"] or 0
+    return totals
+
+
+#: Characters of a running job's arguments that ``receiptq top`` shows.
+ARGS_SUMMARY_CHARS = 60
+
+
+def args_summary(message: Mapping[str, Any] | None, limit: int = ARGS_SUMMARY_CHARS) -> str:
+    """A job's arguments as a short call-like text: ``42, 'eur', lang='de'``."""
+    message = message or {}
+    parts = [repr(arg) for arg in message.get("args") or ()]
+    parts += [f"{key}={value!r}" for key, value in (message.get("kwargs") or {}).items()]
+    text = ", ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def running_jobs(source: psycopg.Connection[Any], limit: int = 100) -> list[dict[str, Any]]:
+    """The jobs running now, longest running first (``receiptq top``)."""
+    rows = db.fetch_all(source, "job_running_list", {"limit": limit})
+    return [
+        {
+            "id": row["id"],
+            "queue": row["queue"],
+            "actor": row["actor"],
+            "args": args_summary(row["message"]),
+            "worker": row["lease_owner"],
+            "attempt": row["attempt"],
+            "elapsed_s": max(0.0, row["elapsed_s"] or 0.0),
+            "started_at": row["started_at"].isoformat() if row["started_at"] else None,
+        }
+        for row in rows
+    ]

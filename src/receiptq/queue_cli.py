@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     for column in ("queue", "paused", "max running", "running now"):
         table.add_column(column, justify="left" if column == "queue" else "right")
     for r in rows:
-        cap = "-" if r["max_running"] is None else str(r["max_running"])
-        table.add_row(r["queue"], "yes" if r["paused"] else "no", cap, str(r["running"]))
+        limit = "-" if r["max_running"] is None else str(r["max_running"])
+        table.add_row(r["queue"], "yes" if r["paused"] else "no", limit, str(r["running"]))
     Console().print(table)
     return 0
 

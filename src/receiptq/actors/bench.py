@@ -3,7 +3,8 @@
 Importing this module sets up the broker from the environment (through
 :mod:`receiptq.actors`), adds a middleware that records when each worker process
 boots its Dramatiq worker, and declares ``bench_noop``, a no-op job that records
-its enqueue-to-start latency (the enqueue time travels in its argument).
+its enqueue-to-start latency (the enqueue time travels in its argument) and an
+optional label (the tier workload labels each job with its tier or priority).
 
 Recording must not dominate what is measured: the actor only appends to an
 in-memory deque; one background thread per process writes what accumulated every
@@ -38,12 +39,13 @@ RECORD_FLUSH_S = 0.05
 
 
 class Recorder:
-    """Accumulates (start time, latency) per job in memory; a thread writes them in batches."""
+    """Accumulates (start time, latency, label) per job in memory; a thread writes them
+    in batches."""
 
     def __init__(self, url: str, *, flush_s: float = RECORD_FLUSH_S) -> None:
         self._url = url
         self._flush_s = flush_s
-        self._pending: deque[tuple[float, float]] = deque()
+        self._pending: deque[tuple[float, float, str]] = deque()
         self._lock = threading.Lock()  # guards the connection and the thread's start
         self._conn: psycopg.Connection[Any] | None = None
         self._thread: threading.Thread | None = None
@@ -64,10 +66,10 @@ class Recorder:
                 {"pid": os.getpid(), "booted_at": booted_at},
             )
 
-    def record(self, enqueued_at: float) -> None:
+    def record(self, enqueued_at: float, label: str = "") -> None:
         """One job started (and, being a no-op, finished)."""
         started = time.time()
-        self._pending.append((started, (started - enqueued_at) * 1000))
+        self._pending.append((started, (started - enqueued_at) * 1000, label))
         if self._thread is None:
             self._start_thread()
 
@@ -89,13 +91,14 @@ class Recorder:
         if not count:
             return
         items = [self._pending.popleft() for _ in range(count)]
-        started = [s for s, _ in items]
+        started = [s for s, _, _ in items]
         params = {
             "pid": os.getpid(),
             "done": count,
             "last_at": max(started),
             "started": started,
-            "latency_ms": [latency for _, latency in items],
+            "latency_ms": [latency for _, latency, _ in items],
+            "labels": [label for _, _, label in items],
         }
         try:
             with self._lock:
@@ -138,6 +141,6 @@ broker.add_middleware(RecordBenchFigures())
 
 
 @dramatiq.actor(queue_name=QUEUE, actor_name=ACTOR)
-def bench_noop(enqueued_at: float) -> None:
-    """Does nothing but note that it ran, and when it was sent."""
-    recorder.record(enqueued_at)
+def bench_noop(enqueued_at: float, label: str = "") -> None:
+    """Does nothing but note that it ran, when it was sent, and its label."""
+    recorder.record(enqueued_at, label)

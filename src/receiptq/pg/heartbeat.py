@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from receiptq import db
+from receiptq.pg.resources import Thresholds, sample_host, throttle_reason
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Heartbeat:
         interval_s: float,
         status: Callable[[], tuple[list[str], list[int]]],
         on_rescue: Callable[[list[dict[str, Any]]], None] | None = None,
+        thresholds: Thresholds | None = None,
     ) -> None:
         self.worker_id = worker_id
         self._pool_getter = pool_getter
@@ -43,6 +45,9 @@ class Heartbeat:
         self._status = status
         self._on_rescue = on_rescue
         self._stop = threading.Event()
+        self._thresholds = thresholds or Thresholds.from_env()
+        #: Why this worker does not claim now (None: it claims), set by each beat.
+        self.throttled_reason: str | None = None
         # The first beat happens now, in the caller's thread: the worker is
         # registered before it consumes, and the next beat is a full interval away.
         self._beat_logged()
@@ -62,11 +67,29 @@ class Heartbeat:
     def beat(self) -> list[dict[str, Any]]:
         """One heartbeat; returns the rescue outcome rows (for tests and logs)."""
         queues, job_ids = self._status()
-        identity = {"id": self.worker_id, "queues": queues, "in_flight": len(job_ids)}
         with self._pool_getter().connection() as conn:
+            share = db.fetch_one(conn, "db_connections_percent")
+            sample = sample_host(share["percent"] if share else None)
+            reason = throttle_reason(sample, self._thresholds)
+            if reason != self.throttled_reason:
+                if reason:
+                    logger.warning("worker %s stops claiming: %s", self.worker_id, reason)
+                else:
+                    logger.warning("worker %s claims again", self.worker_id)
+            self.throttled_reason = reason
+            identity = {
+                "id": self.worker_id,
+                "queues": queues,
+                "in_flight": len(job_ids),
+                "cpu_percent": sample.cpu_percent,
+                "memory_percent": sample.memory_percent,
+                "db_connections_percent": sample.db_connections_percent,
+                "throttled_reason": self.throttled_reason,
+            }
             if not db.fetch_one(conn, "worker_heartbeat", identity):
                 host, pid = self.worker_id.split(":")[:2]
                 db.execute(conn, "worker_register", {**identity, "host": host, "pid": int(pid)})
+                db.fetch_one(conn, "worker_heartbeat", identity)  # the figures, at once
             leases = {"ids": job_ids, "worker_id": self.worker_id, "lease_s": self._lease_s}
             db.execute(conn, "job_extend_leases", leases)
             rescued = db.fetch_all(conn, "job_rescue_expired", leases)

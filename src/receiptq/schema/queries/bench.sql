@@ -17,7 +17,8 @@ CREATE DATABASE {database};
 --                  (before_worker_boot, epoch seconds); the drain is timed from the first.
 --   bench.results  one row per flush of a worker process's recorder (every ~50 ms):
 --                  how many no-op jobs ran, when each started (epoch seconds) and its
---                  enqueue-to-start latency (ms), as parallel arrays.
+--                  enqueue-to-start latency (ms) and its label (the tier workload's
+--                  tier or priority; '' otherwise), as parallel arrays.
 CREATE SCHEMA IF NOT EXISTS bench;
 CREATE TABLE IF NOT EXISTS bench.boots (
     pid       integer NOT NULL,
@@ -28,7 +29,8 @@ CREATE TABLE IF NOT EXISTS bench.results (
     done       integer  NOT NULL,
     last_at    float8   NOT NULL,
     started    float8[] NOT NULL,
-    latency_ms float8[] NOT NULL
+    latency_ms float8[] NOT NULL,
+    labels     text[]   NOT NULL
 );
 
 -- name: bench_record_boot
@@ -37,8 +39,9 @@ INSERT INTO bench.boots (pid, booted_at) VALUES (%(pid)s, %(booted_at)s);
 
 -- name: bench_record_results
 -- One flush of a worker process's recorder.
-INSERT INTO bench.results (pid, done, last_at, started, latency_ms)
-VALUES (%(pid)s, %(done)s, %(last_at)s, %(started)s::float8[], %(latency_ms)s::float8[]);
+INSERT INTO bench.results (pid, done, last_at, started, latency_ms, labels)
+VALUES (%(pid)s, %(done)s, %(last_at)s, %(started)s::float8[], %(latency_ms)s::float8[],
+        %(labels)s::text[]);
 
 -- name: bench_first_boot
 -- When the first worker process booted (NULL until one did).
@@ -57,3 +60,27 @@ WHERE r.started <= %(until)s;
 -- name: bench_reset
 -- Forget the figures recorded so far (after the warm-up).
 DELETE FROM bench.results;
+
+-- name: bench_label_figures
+-- Per label (tier workload): jobs run; jobs started while every label still had
+-- work waiting, i.e. up to the start of the last job of the label that ran out
+-- first; and the nearest-rank p50/p95 wait (ms) from max(enqueue, since),
+-- the workers' start, to the job's start.
+WITH jobs AS (
+    SELECT r.label, r.started,
+           greatest(0, r.started - greatest(r.started - r.latency_ms / 1000, %(since)s))
+               * 1000 AS wait_ms
+    FROM bench.results, unnest(labels, started, latency_ms) AS r(label, started, latency_ms)
+),
+saturation AS (
+    SELECT min(l.last_start) AS until
+    FROM (SELECT max(started) AS last_start FROM jobs GROUP BY label) AS l
+)
+SELECT j.label,
+       count(*)::bigint AS done,
+       count(*) FILTER (WHERE j.started <= s.until)::bigint AS saturated,
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY j.wait_ms) AS wait_p50_ms,
+       percentile_disc(0.95) WITHIN GROUP (ORDER BY j.wait_ms) AS wait_p95_ms
+FROM jobs AS j CROSS JOIN saturation AS s
+GROUP BY j.label
+ORDER BY j.label;

@@ -1,0 +1,268 @@
+"""Dramatiq's rate limiters and barriers on PostgreSQL, with no Redis.
+
+:class:`PostgresRateLimiterBackend` stores each key as a row of
+``receiptq.rate_limits`` (value and expiry). Every operation is one atomic
+statement, except ``incr_and_sum``, which sums several keys and so runs in a
+short transaction under an advisory lock on the limiter's key. ``wait`` blocks
+on LISTEN/NOTIFY (one listening connection per process) and polls as well, so
+it also works behind a transaction-mode pooler where LISTEN is unavailable.
+
+Per-key limits are plain Dramatiq limiters with a key per user, e.g. at most
+10 emails per user per hour::
+
+    backend = PostgresRateLimiterBackend()
+    limiter = WindowRateLimiter(backend, f"emails:{user_id}", limit=10, window=3600)
+    with limiter.acquire(raise_on_failure=False) as allowed:
+        if allowed:
+            send()
+
+and group completion callbacks work with ``GroupCallbacks(backend)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import psycopg
+from dramatiq.rate_limits import RateLimiterBackend
+from psycopg_pool import ConnectionPool
+
+from receiptq import db
+from receiptq.config import database_url, env_int
+
+__all__ = ["PostgresRateLimiterBackend"]
+
+logger = logging.getLogger(__name__)
+
+#: How often a waiter re-reads its keys without a notification (ms).
+DEFAULT_POLL_INTERVAL_MS = 500
+#: Connections in the backend's pool (per process).
+DEFAULT_POOL_MAX_SIZE = 4
+#: How long the listener waits for notifications per round (s): close() waits at most this.
+LISTEN_WAIT_S = 0.2
+#: Pause before the listener reconnects after losing its connection (s).
+RECONNECT_DELAY_S = 1.0
+
+
+def key_scope(key: str) -> str:
+    """The limiter a key belongs to: window and bucket keys are ``<limiter>@<time>``."""
+    scope, at, _ = key.rpartition("@")
+    return scope if at else key
+
+
+def key_digest(key: str) -> str:
+    """The NOTIFY payload of a key (md5 hex, as the SQL computes it)."""
+    return hashlib.md5(key.encode(), usedforsecurity=False).hexdigest()
+
+
+class PostgresRateLimiterBackend(RateLimiterBackend):
+    """A Dramatiq rate limiter backend whose state lives in PostgreSQL.
+
+    Parameters:
+      url(str): PostgreSQL URL. Default: ``RECEIPTQ_DATABASE_URL``, then
+        ``DATABASE_URL``, then the embedded PostgreSQL.
+      pool_max_size(int): connections of this backend per process
+        (``RECEIPTQ_RATE_LIMIT_POOL_MAX_SIZE``, 4).
+      poll_interval_ms(int): how often ``wait`` re-reads without a notification
+        (``RECEIPTQ_RATE_LIMIT_POLL_INTERVAL_MS``, 500).
+      listen(bool): wake waiters with LISTEN/NOTIFY (``RECEIPTQ_LISTEN``, on);
+        with it off, ``wait`` only polls.
+
+    Keys whose TTL has passed count as absent; the retention job deletes them.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        pool_max_size: int | None = None,
+        poll_interval_ms: int | None = None,
+        listen: bool | None = None,
+    ) -> None:
+        self.url = database_url(url)
+        self.pool_max_size = pool_max_size or env_int(
+            "RECEIPTQ_RATE_LIMIT_POOL_MAX_SIZE", DEFAULT_POOL_MAX_SIZE
+        )
+        self.poll_interval_s = (
+            poll_interval_ms
+            or env_int("RECEIPTQ_RATE_LIMIT_POLL_INTERVAL_MS", DEFAULT_POLL_INTERVAL_MS)
+        ) / 1000
+        self.listen = (
+            listen if listen is not None else os.environ.get("RECEIPTQ_LISTEN", "1") != "0"
+        )
+        self._reset()
+        this = weakref.ref(self)
+
+        def reset_in_child() -> None:  # a forked worker gets its own pool and listener
+            backend = this()
+            if backend is not None:
+                backend._reset()
+
+        os.register_at_fork(after_in_child=reset_in_child)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool | None = None
+        self._listener: _EventListener | None = None
+        self._waiters: dict[str, set[threading.Event]] = {}
+
+    def _get_pool(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = db.open_pool(
+                    self.url, max_size=self.pool_max_size, name="receiptq-rate-limits"
+                )
+            return self._pool
+
+    def _one(self, name: str, params: dict[str, Any]) -> bool:
+        """Run a statement that returns a row when it took effect."""
+        with self._get_pool().connection() as conn:
+            return db.fetch_one(conn, name, params) is not None
+
+    # -- the RateLimiterBackend contract --------------------------------------------
+
+    def add(self, key: str, value: int, ttl: int) -> bool:
+        """Create ``key`` with ``value`` for ``ttl`` ms unless it exists; True if created."""
+        return self._one("rate_limit_add", {"key": key, "value": value, "ttl_ms": ttl})
+
+    def incr(self, key: str, amount: int, maximum: int, ttl: int) -> bool:
+        """Add ``amount`` unless the value would exceed ``maximum``; True if added."""
+        return self._change(key, amount, minimum=None, maximum=maximum, ttl=ttl)
+
+    def decr(self, key: str, amount: int, minimum: int, ttl: int) -> bool:
+        """Subtract ``amount`` unless the value would go below ``minimum``; True if done."""
+        return self._change(key, -amount, minimum=minimum, maximum=None, ttl=ttl)
+
+    def _change(
+        self, key: str, delta: int, *, minimum: int | None, maximum: int | None, ttl: int
+    ) -> bool:
+        params = {"key": key, "delta": delta, "minimum": minimum, "maximum": maximum, "ttl_ms": ttl}
+        return self._one("rate_limit_change", params)
+
+    def incr_and_sum(
+        self, key: str, keys: Callable[[], Iterable[str]], amount: int, maximum: int, ttl: int
+    ) -> bool:
+        """Add ``amount`` to ``key`` unless it, or ``amount`` plus the sum of ``keys()``,
+        would exceed ``maximum``; True if added. Atomic across processes."""
+        summed = list(keys())
+        scopes = sorted({key_scope(k) for k in [key, *summed]})
+        params = {"key": key, "keys": summed, "amount": amount, "maximum": maximum, "ttl_ms": ttl}
+        with self._get_pool().connection() as conn, conn.transaction():
+            db.fetch_all(conn, "rate_limit_lock_scopes", {"scopes": scopes})
+            return db.fetch_one(conn, "rate_limit_incr_within_sum", params) is not None
+
+    def wait(self, key: str, timeout: int | None) -> bool:
+        """Block until an event is published on ``key`` (or was, within its TTL), at most
+        ``timeout`` ms (None: no limit). True if there was an event."""
+        return bool(self.wait_many([key], timeout))
+
+    def wait_notify(self, key: str, ttl: int) -> None:
+        """Publish an event on ``key``: waiters in every process return; later waits
+        return at once for ``ttl`` ms."""
+        with self._get_pool().connection() as conn:
+            db.fetch_all(conn, "rate_limit_notify", {"key": key, "ttl_ms": ttl})
+
+    def wait_many(self, keys: Iterable[str], timeout: int | None) -> list[str]:
+        """Block until an event is published on any of ``keys``, at most ``timeout`` ms.
+
+        Returns the keys that have an event, or an empty list on timeout. (An
+        extension: Dramatiq's own backends only wait on one key.)
+        """
+        keys = list(keys)
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0) / 1000
+        woken = threading.Event()
+        digests = [key_digest(k) for k in keys]
+        self._register(digests, woken)
+        try:
+            while True:
+                woken.clear()  # before reading: a notify from now on ends the next wait early
+                with self._get_pool().connection() as conn:
+                    fired = [
+                        r["key"] for r in db.fetch_all(conn, "rate_limit_live_keys", {"keys": keys})
+                    ]
+                if fired:
+                    return fired
+                pause = self.poll_interval_s
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return []
+                    pause = min(pause, remaining)
+                woken.wait(pause)
+        finally:
+            self._unregister(digests, woken)
+
+    # -- waking waiters ---------------------------------------------------------------
+
+    def _register(self, digests: list[str], event: threading.Event) -> None:
+        with self._lock:
+            for digest in digests:
+                self._waiters.setdefault(digest, set()).add(event)
+            if self.listen and self._listener is None:
+                self._listener = _EventListener(self.url, self._wake)
+
+    def _unregister(self, digests: list[str], event: threading.Event) -> None:
+        with self._lock:
+            for digest in digests:
+                waiting = self._waiters.get(digest)
+                if waiting is not None:
+                    waiting.discard(event)
+                    if not waiting:
+                        del self._waiters[digest]
+
+    def _wake(self, digest: str) -> None:
+        with self._lock:
+            events = list(self._waiters.get(digest, ()))
+        for event in events:
+            event.set()
+
+    def close(self) -> None:
+        """Stop the listener and close the pool (both reopen on next use)."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            pool, self._pool = self._pool, None
+        if listener is not None:
+            listener.close()
+        if pool is not None:
+            pool.close()
+
+
+class _EventListener:
+    """A daemon thread that LISTENs for rate-limit events and calls ``wake(digest)``."""
+
+    def __init__(self, url: str, wake: Callable[[str], None]) -> None:
+        self._url = url
+        self._wake = wake
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="receiptq-rate-limit-listener", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True) as conn:
+                    conn.execute(db.query("rate_limit_listen"))
+                    self.connected.set()
+                    while not self._stop.is_set():
+                        for notify in conn.notifies(timeout=LISTEN_WAIT_S):
+                            self._wake(notify.payload)
+            except Exception as exc:
+                self.connected.clear()
+                if self._stop.is_set():
+                    return
+                logger.warning("rate-limit listener lost its connection (%s); polling", exc)
+                self._stop.wait(RECONNECT_DELAY_S)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(3.0)

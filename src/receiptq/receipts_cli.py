@@ -1,0 +1,244 @@
+"""``receiptq receipts submit|list|show`` and ``receiptq users add|list``.
+
+``receipts submit`` stores each image with its receipt row and starts its
+pipeline (OCR -> matching -> email) in one transaction: either every file is
+submitted or none is. ``receipts show`` tells where a receipt is: uploaded,
+read, matched (with the score and the transaction) or unmatched (with the
+reason), notified, or failed (with the reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from receiptq import config, db
+from receiptq.services import receipts
+from receiptq.tiers import TierError, TierPolicy
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+LIST_COLUMNS = ("id", "email", "status", "merchant", "purchased_on", "total", "currency", "score")
+
+
+def _url(args: argparse.Namespace) -> str:
+    return config.database_url(getattr(args, "url", None))
+
+
+def _json(value: Any) -> None:
+    def default(item: Any) -> Any:
+        if isinstance(item, datetime | date):
+            return item.isoformat()
+        if isinstance(item, Decimal):
+            return str(item)
+        raise TypeError(f"cannot encode {type(item).__name__}")
+
+    print(json.dumps(value, indent=2, default=default))
+
+
+def _error(message: str) -> None:
+    print(f"receiptq: error: {message}", file=sys.stderr)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+# --- receipts ------------------------------------------------------------------------------
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    images: list[tuple[str, bytes]] = []
+    for path in args.paths:
+        try:
+            images.append((path, Path(path).read_bytes()))
+        except OSError as exc:
+            _error(f"cannot read {path}: {exc.strerror or exc}; nothing was submitted")
+            return EXIT_USAGE
+    url = _url(args)
+    # The workers' broker of receiptq.actors is built from the environment on import;
+    # sending goes through a broker on this command's URL.
+    os.environ.setdefault("RECEIPTQ_DATABASE_URL", url)
+    from receiptq.actors.receipts import receipt_broker, submit_receipt
+
+    broker = receipt_broker(url)
+    submitted = []
+    try:
+        with db.connect(url) as conn, conn.transaction():
+            for path, image in images:
+                receipt_id = submit_receipt(args.user, image, conn, broker=broker)
+                submitted.append({"path": path, "receipt_id": receipt_id})
+    except (receipts.UnknownUser, ValueError) as exc:
+        _error(f"{exc}; nothing was submitted")
+        return EXIT_FAILED
+    finally:
+        broker.close()
+    if args.json:
+        _json({"submitted": submitted})
+    else:
+        for item in submitted:
+            print(f"receipt {item['receipt_id']}: {item['path']}")
+    return EXIT_OK
+
+
+def run_list(args: argparse.Namespace) -> int:
+    with db.connect(_url(args)) as conn:
+        rows = db.fetch_all(conn, "receipt_list", {"status": args.status, "limit": args.limit})
+    if args.json:
+        _json({"receipts": rows})
+        return EXIT_OK
+    table = Table(title=f"receipts ({len(rows)})", title_justify="left")
+    for column in LIST_COLUMNS:
+        table.add_column(column, justify="right" if column in ("id", "total", "score") else "left")
+    table.add_column("reason")
+    for row in rows:
+        table.add_row(*(_text(row[c]) for c in LIST_COLUMNS), _text(row["reason"]))
+    Console().print(table)
+    return EXIT_OK
+
+
+def where(receipt: dict[str, Any]) -> str:
+    """One sentence: where the receipt is in the pipeline."""
+    status = receipt["status"]
+    matched = (
+        f"matched to transaction {receipt['transaction_id']} "
+        f"({receipt['transaction_description']}, {receipt['transaction_amount']} "
+        f"{receipt['transaction_currency']} on {receipt['transaction_posted_on']}), "
+        f"score {receipt['score']:.2f}"
+        if receipt["transaction_id"] is not None
+        else f"unmatched: {receipt['reason']}"
+    )
+    return {
+        "uploaded": "uploaded, waiting for OCR",
+        "read": "read by OCR, waiting for matching",
+        "matched": f"{matched}; email not sent yet",
+        "unmatched": f"{matched}; email not sent yet",
+        "notified": f"notified: {matched}",
+        "failed": f"failed: {receipt['reason']}",
+    }[status]
+
+
+def run_show(args: argparse.Namespace) -> int:
+    with db.connect(_url(args)) as conn:
+        try:
+            receipt = receipts.get_receipt(conn, args.id)
+        except receipts.UnknownReceipt as exc:
+            _error(str(exc))
+            return EXIT_FAILED
+    receipt["where"] = where(receipt)
+    if args.json:
+        _json(receipt)
+        return EXIT_OK
+    table = Table(title=f"receipt {receipt['id']}", show_header=False, title_justify="left")
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key in ("where", "email", "status", "merchant", "purchased_on", "total", "currency",
+                "score", "reason", "created_at", "updated_at"):  # fmt: skip
+        table.add_row(key, _text(receipt[key]))
+    Console().print(table)
+    if receipt["raw_text"]:
+        Console().print("[dim]OCR text:[/dim]\n" + receipt["raw_text"], markup=True)
+    return EXIT_OK
+
+
+# --- users ---------------------------------------------------------------------------------
+
+
+def run_user_add(args: argparse.Namespace) -> int:
+    try:
+        TierPolicy.from_env().get(args.tier)
+    except TierError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    with db.connect(_url(args)) as conn:
+        try:
+            user = receipts.add_user(conn, args.email, args.tier)
+        except ValueError as exc:
+            _error(str(exc))
+            return EXIT_USAGE
+    if args.json:
+        _json(user)
+    else:
+        print(f"user {user['id']}: {user['email']} ({user['tier']})")
+    return EXIT_OK
+
+
+def run_user_list(args: argparse.Namespace) -> int:
+    with db.connect(_url(args)) as conn:
+        users = db.fetch_all(conn, "user_list")
+    if args.json:
+        _json({"users": users})
+        return EXIT_OK
+    table = Table(title=f"users ({len(users)})", title_justify="left")
+    for column in ("id", "email", "tier"):
+        table.add_column(column)
+    for user in users:
+        table.add_row(str(user["id"]), user["email"], user["tier"])
+    Console().print(table)
+    return EXIT_OK
+
+
+# --- the parser ----------------------------------------------------------------------------
+
+
+def _status(text: str) -> str:
+    if text not in receipts.STATUSES:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(receipts.STATUSES)}")
+    return text
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=argparse.SUPPRESS, help="PostgreSQL URL")
+    common.add_argument("--json", action="store_true", help="print JSON")
+    return common
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``receiptq receipts`` and ``receiptq users`` on the CLI's subparsers."""
+    common = _common()
+    parser = subparsers.add_parser("receipts", help="submit receipts and see where they are")
+    sub = parser.add_subparsers(dest="receipts_command", required=True, metavar="COMMAND")
+
+    submit = sub.add_parser(
+        "submit", parents=[common], help="store receipt images and start their pipelines"
+    )
+    submit.add_argument("paths", nargs="+", metavar="PATH", help="image files")
+    submit.add_argument("--user", required=True, help="the user's id or email")
+    submit.set_defaults(func=run_submit)
+
+    listing = sub.add_parser("list", parents=[common], help="receipts, newest first")
+    listing.add_argument("--status", type=_status, help=f"one of {', '.join(receipts.STATUSES)}")
+    listing.add_argument("--limit", type=_positive, default=100, help="default 100")
+    listing.set_defaults(func=run_list)
+
+    show = sub.add_parser("show", parents=[common], help="where one receipt is, and why")
+    show.add_argument("id", type=_positive, metavar="ID")
+    show.set_defaults(func=run_show)
+
+    users = subparsers.add_parser("users", help="the receipt app's users")
+    users_sub = users.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
+    add = users_sub.add_parser("add", parents=[common], help="add a user (or change its tier)")
+    add.add_argument("email")
+    add.add_argument("--tier", default="free", help="enterprise, pro or free (default free)")
+    add.set_defaults(func=run_user_add)
+    user_list = users_sub.add_parser("list", parents=[common], help="every user")
+    user_list.set_defaults(func=run_user_list)

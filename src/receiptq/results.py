@@ -1,0 +1,188 @@
+"""A Dramatiq result backend on PostgreSQL: ``message.get_result()`` without Redis.
+
+Results (and the exceptions of failed messages) are rows of ``receiptq.results``
+keyed by Dramatiq's message key, visible until their TTL runs out. Expired rows
+are deleted in batches: every ``prune_every`` writes of a process, and by
+:meth:`PostgresResultBackend.prune`. A blocking ``get_result`` listens for the
+notification the write sends, polling as a fallback. A delivery postponed by a
+circuit breaker stores nothing (Dramatiq's Results would store ``None``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any
+
+import psycopg
+from dramatiq.encoder import Encoder
+from dramatiq.results import ResultBackend, ResultMissing, ResultTimeout
+from dramatiq.results.backend import DEFAULT_TIMEOUT, Missing, MResult
+from psycopg_pool import ConnectionPool
+
+from receiptq import db
+from receiptq.config import database_url
+
+__all__ = ["PostgresResultBackend"]
+
+logger = logging.getLogger(__name__)
+
+#: Every this many writes, a process deletes a batch of expired results.
+DEFAULT_PRUNE_EVERY = 1000
+#: Expired results deleted per statement.
+PRUNE_BATCH = 5000
+#: A blocking read re-reads at least this often even without a notification (s).
+POLL_FALLBACK_S = 0.5
+#: The channel result writes notify (payload: the message key).
+CHANNEL = "receiptq_results"
+
+
+class PostgresResultBackend(ResultBackend):
+    """Dramatiq results stored in PostgreSQL.
+
+    Parameters:
+      url(str): PostgreSQL URL (default: ``RECEIPTQ_DATABASE_URL``, as the broker).
+      namespace(str): key namespace, as for every Dramatiq backend.
+      encoder(Encoder): how results are encoded (default: Dramatiq's encoder).
+      prune_every(int): delete expired results every this many writes (default 1000).
+      pool_max_size(int): connections in this process's pool (default 4).
+      listen(bool): blocking reads wait for LISTEN/NOTIFY (default on; off behind
+        a transaction-mode pooler, where they poll).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        namespace: str = "dramatiq-results",
+        encoder: Encoder | None = None,
+        prune_every: int = DEFAULT_PRUNE_EVERY,
+        pool_max_size: int = 4,
+        listen: bool = True,
+    ) -> None:
+        super().__init__(namespace=namespace, encoder=encoder)
+        if prune_every < 1:
+            raise ValueError(f"prune_every must be >= 1, got {prune_every}")
+        self.url = database_url(url)
+        self.prune_every = prune_every
+        self.pool_max_size = pool_max_size
+        self.listen = listen
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool | None = None
+        self._writes = 0
+        this = weakref.ref(self)
+
+        def reset_in_child() -> None:
+            backend = this()
+            if backend is not None:
+                backend._lock = threading.Lock()
+                backend._pool = None
+
+        os.register_at_fork(after_in_child=reset_in_child)
+
+    def _get_pool(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = db.open_pool(
+                    self.url, max_size=self.pool_max_size, name="receiptq-results"
+                )
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+            self._pool = None
+
+    # -- the ResultBackend contract -----------------------------------------------------
+
+    def store_result(self, message: Any, result: Any, ttl: int) -> None:
+        # Dramatiq's Results stores None for a skipped message; a delivery a breaker
+        # or a throttle postponed was skipped only for now, so nothing is stored and
+        # a reader keeps waiting for the real result.
+        if getattr(message, "postponed", False):
+            return
+        super().store_result(message, result, ttl)
+
+    def _get(self, message_key: str) -> MResult:
+        with self._get_pool().connection() as conn:
+            row = db.fetch_one(conn, "result_get", {"key": message_key})
+        if row is None:
+            return Missing
+        return self.encoder.decode(bytes(row["value"]))
+
+    def _store(self, message_key: str, result: Any, ttl: int) -> None:
+        params = {"key": message_key, "value": self.encoder.encode(result), "ttl_s": ttl / 1000}
+        with self._get_pool().connection() as conn:
+            db.fetch_all(conn, "result_store", params)
+        with self._lock:
+            self._writes += 1
+            due = self._writes % self.prune_every == 0
+        if due:
+            self._prune_batch()
+
+    def get_result(self, message: Any, *, block: bool = False, timeout: int | None = None) -> Any:
+        """The result of a message; with ``block``, wait up to ``timeout`` ms (default 10 s).
+
+        Raises:
+          ResultMissing: not blocking, and there is no (unexpired) result.
+          ResultTimeout: blocking, and none came in time.
+          ResultFailure: the actor failed; the result is its exception.
+        """
+        key = self.build_message_key(message)
+        if not block:
+            result = self._get(key)
+            if result is Missing:
+                raise ResultMissing(message)
+            return self.unwrap_result(result)
+        deadline = time.monotonic() + (DEFAULT_TIMEOUT if timeout is None else timeout) / 1000
+        result = self._wait(key, deadline)
+        if result is Missing:
+            raise ResultTimeout(message)
+        return self.unwrap_result(result)
+
+    def _wait(self, key: str, deadline: float) -> MResult:
+        if not self.listen:
+            return self._poll(key, deadline)
+        with db.connect(self.url) as conn:
+            conn.execute(db.query("result_listen"))
+            while True:
+                result = self._get(key)  # after LISTEN: a write in between still wakes us
+                remaining = deadline - time.monotonic()
+                if result is not Missing or remaining <= 0:
+                    return result
+                self._await_notify(conn, key, min(remaining, POLL_FALLBACK_S))
+
+    @staticmethod
+    def _await_notify(conn: psycopg.Connection[Any], key: str, timeout_s: float) -> None:
+        for notify in conn.notifies(timeout=timeout_s):
+            if notify.payload == key:
+                return
+
+    def _poll(self, key: str, deadline: float) -> MResult:
+        delay = 0.01
+        while True:
+            result = self._get(key)
+            remaining = deadline - time.monotonic()
+            if result is not Missing or remaining <= 0:
+                return result
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, POLL_FALLBACK_S)
+
+    # -- pruning ------------------------------------------------------------------------
+
+    def _prune_batch(self) -> int:
+        with self._get_pool().connection() as conn:
+            return db.execute(conn, "result_prune", {"limit": PRUNE_BATCH})
+
+    def prune(self) -> int:
+        """Delete every expired result; return how many were deleted."""
+        total = 0
+        while True:
+            deleted = self._prune_batch()
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                return total
