@@ -546,6 +546,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     for name, value in rows:
         table.add_row(name, value)
     console = Console()
+    console.print()  # the live view ends without a newline
     console.print(table)
     if summary["accounted"]:
         console.print("[green]every receipt was accounted for[/green]")
