@@ -145,7 +145,9 @@ def start_scheduler(url: str, log: Path, clock: dict[str, str]) -> subprocess.Po
 
 def test_two_periodiq_schedulers_enqueue_each_tick_exactly_once(database_url, conn, tmp_path):
     speed = 30  # one fake minute every 2 s
-    origin = time.time() + 2  # fake 00:00:59 two seconds from now (both start meanwhile)
+    # Fake 00:00:59 six seconds from now: both schedulers (which import the app's
+    # actors) have started by then even on a loaded machine.
+    origin = time.time() + 6
     clock = {
         "TEST_CLOCK_SPEED": str(speed),
         "TEST_CLOCK_ORIGIN": repr(origin),
@@ -158,7 +160,7 @@ def test_two_periodiq_schedulers_enqueue_each_tick_exactly_once(database_url, co
         def ticks_seen() -> list[set[str]]:
             return [set(SCHEDULED.findall(log.read_text())) for log in logs]
 
-        wait_until(lambda: all(len(seen) >= 4 for seen in ticks_seen()), 30, "4 ticks each")
+        wait_until(lambda: all(len(seen) >= 4 for seen in ticks_seen()), 45, "4 ticks each")
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGKILL)

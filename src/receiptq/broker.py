@@ -369,25 +369,37 @@ class PostgresBroker(Broker):
         with self._lock:
             self._in_flight.difference_update(job_ids)
 
-    def _wake(self, queue_name: str) -> None:
+    def _wake(self, payload: str) -> None:
+        """A notification: ``queue`` (a job is due now), ``later:queue`` (jobs were
+        scheduled) or ``tiered:queue`` (jobs with a tier arrived)."""
+        kind, _, queue_name = payload.rpartition(":") if ":" in payload else ("", "", payload)
         with self._lock:
             consumers = [c for c in self._consumers if c.queue_name == queue_name]
         for consumer in consumers:
-            consumer.wake()
+            consumer.wake(scheduled=kind in ("later", "tiered"), tiered=kind == "tiered")
 
     def _forget(self, consumer: _PostgresConsumer) -> None:
         with self._lock:
             self._consumers.discard(consumer)
 
     def claim(
-        self, queue_name: str, limit: int, stride: StrideState | None = None
+        self,
+        queue_name: str,
+        limit: int,
+        stride: StrideState | None = None,
+        *,
+        fair: bool = True,
     ) -> list[JobProxy]:
         """Claim up to ``limit`` ready jobs of a queue for this process.
 
         ``stride`` is the claimer's fair-share state across tier classes (a fresh
-        one when None). Rows that cannot become messages go straight to the dead
-        letters.
+        one when None). ``fair=False`` is the fast path for a queue that has only
+        untiered jobs and is neither paused nor capped (see
+        :meth:`needs_claim_function`). Rows that cannot become messages go
+        straight to the dead letters.
         """
+        if fair is False:
+            return self._claim_untiered(queue_name, limit)
         stride = stride if stride is not None else StrideState()
         classes = self.tier_policy.classes(stride.seen | stride.passes.keys())
         weights = [self.tier_policy.weight(c) for c in classes]
@@ -408,6 +420,24 @@ class PostgresBroker(Broker):
                 claimed[row["tier"]] = claimed.get(row["tier"], 0) + 1
             stride.charge(claimed, rows[0]["idle"], dict(zip(classes, weights, strict=True)))
         return self._proxies(queue_name, rows)
+
+    def _claim_untiered(self, queue_name: str, limit: int) -> list[JobProxy]:
+        params = {
+            "queue": queue_name,
+            "tier": "",
+            "limit": limit,
+            "worker_id": self.worker_id,
+            "lease_s": self.lease_s,
+        }
+        with self._get_pool().connection() as conn:
+            rows = db.fetch_all(conn, "job_claim_plain", params)
+        return self._proxies(queue_name, rows)
+
+    def needs_claim_function(self, queue_name: str) -> bool:
+        """Whether the queue is paused or capped, or has queued jobs with a tier."""
+        with self._get_pool().connection() as conn:
+            row = db.fetch_one(conn, "queue_needs_claim_function", {"queue": queue_name})
+        return bool(row and row["needed"])
 
     def _proxies(self, queue_name: str, rows: list[dict[str, Any]]) -> list[JobProxy]:
         rows.sort(key=lambda r: (r["priority"], r["run_at"], r["id"]))
@@ -663,12 +693,26 @@ class _PostgresConsumer(Consumer):
         self._min_claim = max(1, self.prefetch // 4)
         self._stride = StrideState()
         self._classes_checked_at = 0.0
+        # When the next scheduled job is due (monotonic), as last read, and when to
+        # read it again: after a poll interval, or at once when a job is scheduled.
+        self._next_due: float | None = None
+        self._due_read_at = -1e9
+        self._due_stale = True
+        # Whether claims go through the fair claim function (tiers, caps, pause) or
+        # the plain fast path; re-read every poll interval, set at once by a
+        # "tiered:" notification.
+        self._fair = True
+        self._mode_read_at = -1e9
         self._buffer: deque[JobProxy] = deque()
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
         self._closed = False
 
-    def wake(self) -> None:
+    def wake(self, *, scheduled: bool = False, tiered: bool = False) -> None:
+        if scheduled:
+            self._due_stale = True  # a job was scheduled: re-read when the next one is due
+        if tiered:
+            self._fair = True  # jobs with a tier arrived: share claims across tiers
         self._wakeup.set()
 
     def _free_slots(self) -> int:
@@ -693,13 +737,13 @@ class _PostgresConsumer(Consumer):
             throttled = self.broker.throttled_reason()
             if throttled is None and free >= self._min_claim:
                 self._check_classes()
-                claimed = self.broker.claim(self.queue_name, free, self._stride)
+                claimed = self.broker.claim(self.queue_name, free, self._stride, fair=self._fair)
                 if claimed:
                     with self._lock:
                         self.outstanding += len(claimed)
                     self._buffer.extend(claimed)
                     continue
-                due = self.broker.seconds_until_due(self.queue_name)
+                due = self._seconds_until_due()
                 if due is not None:
                     wait_s = min(wait_s, max(due, 0.001))
             remaining = deadline - time.monotonic()
@@ -708,10 +752,26 @@ class _PostgresConsumer(Consumer):
             self._wakeup.wait(min(wait_s, remaining))
         return None
 
-    def _check_classes(self) -> None:
-        """Now and then, look for tier classes the policy does not name (so that
-        jobs of a tier removed from RECEIPTQ_TIERS still get claimed)."""
+    def _seconds_until_due(self) -> float | None:
+        """Seconds until the next scheduled job is due, read from the database at
+        most once per poll interval unless a job was scheduled meanwhile (so that a
+        busy queue's wasted wake-ups cost one claim, not two queries)."""
         now = time.monotonic()
+        if self._due_stale or now - self._due_read_at >= self.broker.poll_interval_s:
+            self._due_stale = False
+            self._due_read_at = now
+            due = self.broker.seconds_until_due(self.queue_name)
+            self._next_due = None if due is None else now + due
+        return None if self._next_due is None else self._next_due - now
+
+    def _check_classes(self) -> None:
+        """Every poll interval, decide between the fair claim and the fast path; now
+        and then, look for tier classes the policy does not name (so that jobs of
+        a tier removed from RECEIPTQ_TIERS still get claimed)."""
+        now = time.monotonic()
+        if now - self._mode_read_at >= self.broker.poll_interval_s:
+            self._mode_read_at = now
+            self._fair = self.broker.needs_claim_function(self.queue_name)
         if now - self._classes_checked_at >= CLASS_CHECK_INTERVAL_S:
             self._classes_checked_at = now
             self._stride.seen = set(self.broker.tier_classes(self.queue_name))

@@ -57,17 +57,26 @@ ALTER TABLE receiptq.jobs SET (
     fillfactor = 90
 );
 
--- Wakes consumers: one NOTIFY per inserting statement and queue (a consumer
--- that finds nothing ready re-reads when the next job is due, so scheduled jobs
--- wake it too). Postgres folds equal notifications of one transaction into one,
--- so a transaction notifies at most once per queue.
+-- Wakes consumers: one NOTIFY per inserting statement and queue. The payload is
+-- 'tiered:' || queue when a new job has a tier (the consumer then claims through
+-- the fair claim function), else the queue name when a new job is due now, else
+-- 'later:' || queue (all scheduled: the consumer re-reads when the next job is
+-- due). Postgres folds equal notifications of one transaction into one, so a
+-- transaction notifies at most once per queue and kind.
 CREATE FUNCTION receiptq.notify_inserted_jobs() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     queue_name text;
+    due_now    boolean;
+    tiered     boolean;
 BEGIN
-    FOR queue_name IN SELECT DISTINCT queue FROM new_jobs LOOP
-        PERFORM pg_notify('receiptq', queue_name);
+    FOR queue_name, due_now, tiered IN
+        SELECT queue, bool_or(run_at <= now()), bool_or(coalesce(tier, '') > '')
+        FROM new_jobs GROUP BY queue
+    LOOP
+        PERFORM pg_notify('receiptq', CASE WHEN tiered THEN 'tiered:' || queue_name
+                                           WHEN due_now THEN queue_name
+                                           ELSE 'later:' || queue_name END);
     END LOOP;
     RETURN NULL;
 END

@@ -63,14 +63,18 @@ FROM receiptq.claim_jobs(%(queue)s, %(worker_id)s, %(lease_s)s, %(limit)s,
                          %(classes)s::text[], %(passes)s::float8[], %(weights)s::float8[]);
 
 -- name: job_claim_plain
--- The claim in plain priority order, ignoring tiers, caps and pause: the
--- baseline the tier benchmark compares fairness against, and the statement the
--- query-plan test guards (it is the claim function's inner statement for one class).
+-- The claim's fast path for a queue whose ready jobs are all untiered and that
+-- is neither paused nor capped (the claimer checks this every poll interval and
+-- on every "tiered:" notification): the claim function's statement for the one
+-- class '', as a plain prepared statement. A queue that is paused or capped
+-- meanwhile gets nothing here, so the cap is never exceeded.
 WITH claimable AS (
     SELECT id
     FROM receiptq.jobs
     WHERE queue = %(queue)s AND coalesce(tier, '') = %(tier)s
       AND state = 'queued' AND run_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM receiptq.queue_settings AS s
+                      WHERE s.queue = %(queue)s AND (s.paused OR s.max_running IS NOT NULL))
     ORDER BY priority, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -83,8 +87,10 @@ SET state = 'running',
     started_at = now()
 FROM claimable
 WHERE j.id = claimable.id
-RETURNING j.id, j.attempt, j.priority, j.run_at, j.actor, j.message::text AS message,
-          extract(epoch FROM greatest(j.run_at, j.enqueued_at))::float8 AS due_at;
+RETURNING j.id, j.attempt, j.priority, j.run_at, j.actor, coalesce(j.tier, '') AS tier,
+          j.message::text AS message,
+          extract(epoch FROM greatest(j.run_at, j.enqueued_at))::float8 AS due_at,
+          '{}'::text[] AS idle;
 
 -- name: job_seconds_until_due
 -- Seconds until the next queued job of a queue is due (NULL when none is queued):
