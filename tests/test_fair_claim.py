@@ -126,3 +126,34 @@ def test_cap_holds_across_real_worker_processes(database_url, conn):
     ).fetchone()["peak"]
     assert conn.execute("SELECT count(*) AS n FROM test_spans").fetchone()["n"] == 48
     assert peak == 3
+
+
+def test_fast_path_refuses_a_paused_or_capped_queue(broker, ocr, conn):
+    send_tiered(broker, ocr, {"": 4})
+    db.execute(conn, "queue_set_cap", {"queue": "fair", "max_running": 1})
+    assert broker.needs_claim_function("fair")
+    assert broker.claim("fair", 10, fair=False) == []
+    assert len(broker.claim("fair", 10)) == 1  # the claim function honours the cap
+    db.execute(conn, "queue_set_cap", {"queue": "fair", "max_running": None})
+    assert not broker.needs_claim_function("fair")
+    assert len(broker.claim("fair", 10, fair=False)) == 3
+
+
+def test_consumer_shares_claims_fairly_once_tiered_jobs_arrive(broker, ocr):
+    send_tiered(broker, ocr, {"": 1})
+    consumer = broker.consume("fair", prefetch=10, timeout=2000)
+    try:
+        first = next(consumer)
+        assert first is not None and first.options.get("tier") is None
+        consumer.ack(first)
+        send_tiered(broker, ocr, {"enterprise": 600, "free": 600})
+        seen = []
+        while len(seen) < 350:
+            message = next(consumer)
+            assert message is not None, "tiered jobs are claimed"
+            seen.append(message.options.get("tier"))
+            consumer.ack(message)
+        # enterprise 6 : free 1 while both have work
+        assert seen.count("free") == pytest.approx(50, abs=12)
+    finally:
+        consumer.close()
