@@ -4,7 +4,7 @@ Workloads, each on a fresh database (``--database``, dropped and created on the
 server of the URL, then migrated):
 
   drain   Enqueue N no-op jobs with ``broker.enqueue_many``, 1000 per call, then
-          start the real ``dramatiq`` CLI (``receiptq.actors.bench``) and time
+          start the real ``dramatiq`` CLI (``receiptq.bench_worker``) and time
           from the first worker process's ``before_worker_boot`` until the last
           job has run. Also reports when the last ack landed (jobs table empty).
   steady  Workers run; after 20 warm-up jobs, a producer in a process of its own
@@ -77,9 +77,9 @@ PEER = "receiptq"
 WORKLOADS = ("drain", "steady", "tiers")
 DEFAULT_WORKLOADS = ("drain", "steady")
 
-#: The benchmark's worker module, queue and actor (see receiptq/actors/bench.py;
+#: The benchmark's worker module, queue and actor (see receiptq/bench_worker.py;
 #: importing that module here would set up a broker from the environment).
-WORKER_MODULE = "receiptq.actors.bench"
+WORKER_MODULE = "receiptq.bench_worker"
 BENCH_QUEUE = "bench"
 BENCH_ACTOR = "bench_noop"
 

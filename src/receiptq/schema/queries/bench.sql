@@ -1,5 +1,5 @@
 -- Named queries of `receiptq bench` (receiptq/bench.py) and of its worker-side
--- recorder (receiptq/actors/bench.py). They only touch the bench-only schema
+-- recorder (receiptq/bench_worker.py). They only touch the bench-only schema
 -- "bench", which exists in the throwaway benchmark database and nowhere else:
 -- it is not part of the migrations.
 

@@ -1,8 +1,10 @@
-"""The benchmark's actor: ``dramatiq receiptq.actors.bench`` (started by ``receiptq bench``).
+"""The benchmark's actor: ``dramatiq receiptq.bench_worker`` (started by ``receiptq bench``).
 
-Importing this module sets up the broker from the environment (through
-:mod:`receiptq.actors`), adds a middleware that records when each worker process
-boots its Dramatiq worker, and declares ``bench_noop``, a no-op job that records
+Importing this module sets up a PostgresBroker from the environment with
+Dramatiq's default middleware (AgeLimit, TimeLimit, ShutdownNotifications,
+Callbacks, Pipelines, Retries: the stack the peers' Dramatiq+Redis worker runs),
+so the benchmark measures the queue, not the receipt app's extra middleware;
+adds a middleware that records when each worker process boots its Dramatiq worker, and declares ``bench_noop``, a no-op job that records
 its enqueue-to-start latency (the enqueue time travels in its argument) and an
 optional label (the tier workload labels each job with its tier or priority).
 
@@ -27,7 +29,10 @@ import psycopg
 from dramatiq.middleware import Middleware
 
 from receiptq import db
-from receiptq.actors import broker
+from receiptq.broker import PostgresBroker
+
+broker = PostgresBroker()
+dramatiq.set_broker(broker)
 
 logger = logging.getLogger(__name__)
 
