@@ -30,10 +30,17 @@ def ocr(broker):
 
 
 def claim_all(broker: PostgresBroker, batches: int, size: int = 10) -> list[Any]:
+    """Claim batches*size jobs in claims of up to `size`, as one consumer does.
+
+    A claim may take fewer than `size` when a class it expected work from turned
+    out idle (it learns that from the claim), so this claims until the count is met.
+    """
     stride = StrideState()
-    claimed = []
-    for _ in range(batches):
-        claimed.extend(broker.claim("fair", size, stride))
+    claimed: list[Any] = []
+    for _ in range(batches * 2):
+        if len(claimed) >= batches * size:
+            break
+        claimed.extend(broker.claim("fair", min(size, batches * size - len(claimed)), stride))
     return claimed
 
 

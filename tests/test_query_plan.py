@@ -62,6 +62,7 @@ CLAIM = {
     "classes": ["", "enterprise", "pro", "free"],
     "passes": [0.0, 0.0, 0.0, 0.0],
     "weights": [6.0, 6.0, 3.0, 1.0],
+    "quotas": [8, 8, 8, 8],
 }
 
 

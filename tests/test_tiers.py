@@ -102,3 +102,15 @@ def test_a_free_job_waits_a_bounded_number_of_claims_behind_a_flood():
         claims += 1
     # weights sum to 10 and free has 1: each free job costs at most ~10 claims.
     assert claims <= 5 * 10 + 1
+
+
+def test_quotas_follow_the_stride_selection_and_probe_idle_classes():
+    from receiptq.tiers import quotas
+
+    classes = ["", "enterprise", "pro", "free"]
+    weights = [6.0, 6.0, 3.0, 1.0]
+    # Fresh passes, "" idle last time: 16 slots split 6:3:1 among the others.
+    assert quotas(classes, [0, 0, 0, 0], weights, 16, idle={""}) == [1, 10, 5, 1]
+    # free is 5 passes behind: its keys 1..5 come before the others' first (5 + 1/6),
+    # then the four classes share the rest by weight.
+    assert quotas(classes, [5, 5, 5, 0], weights, 16) == [5, 4, 2, 5]

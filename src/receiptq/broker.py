@@ -41,7 +41,7 @@ from receiptq.pg.messages import (
     decode_message,
     job_row,
 )
-from receiptq.tiers import StrideState, TierPolicy
+from receiptq.tiers import StrideState, TierPolicy, quotas
 
 __all__ = ["MessageError", "PostgresBroker"]
 
@@ -403,14 +403,16 @@ class PostgresBroker(Broker):
         stride = stride if stride is not None else StrideState()
         classes = self.tier_policy.classes(stride.seen | stride.passes.keys())
         weights = [self.tier_policy.weight(c) for c in classes]
+        passes = stride.passes_for(classes)
         params = {
             "queue": queue_name,
             "limit": limit,
             "worker_id": self.worker_id,
             "lease_s": self.lease_s,
             "classes": classes,
-            "passes": stride.passes_for(classes),
+            "passes": passes,
             "weights": weights,
+            "quotas": quotas(classes, passes, weights, limit, stride.idle),
         }
         with self._get_pool().connection() as conn:
             rows = db.fetch_all(conn, "job_claim_batch", params)

@@ -115,6 +115,8 @@ class StrideState:
         self.passes: dict[str, float] = {}
         #: Classes found queued that the policy does not name (e.g. a removed tier).
         self.seen: set[str] = set()
+        #: Classes that had no ready job at the last claim.
+        self.idle: set[str] = set()
 
     def passes_for(self, classes: Sequence[str]) -> list[float]:
         """Current passes; a class seen for the first time starts at the smallest pass."""
@@ -135,7 +137,7 @@ class StrideState:
         floor = min(self.passes.values(), default=0.0)
         for cls, count in claimed.items():
             self.passes[cls] = self.passes.get(cls, floor) + count / weights[cls]
-        idle = set(idle)
+        idle = self.idle = set(idle)
         busy = [p for c, p in self.passes.items() if c not in idle]
         if busy:
             level = min(busy)
@@ -144,3 +146,30 @@ class StrideState:
         low = min(self.passes.values(), default=0.0)
         if low > 1e6:  # only differences matter: keep the numbers small
             self.passes = {c: p - low for c, p in self.passes.items()}
+
+
+def quotas(
+    classes: Sequence[str],
+    passes: Sequence[float],
+    weights: Sequence[float],
+    limit: int,
+    idle: Iterable[str] = (),
+) -> list[int]:
+    """How many ready jobs each class can win in a claim of ``limit`` (at least 1).
+
+    The same selection the claim makes (smallest pass + rank / weight), assuming
+    every class not idle at the last claim has work; an idle class gets 1, enough
+    to learn that it has work again. The claim locks only this many candidates
+    per class.
+    """
+    idle = set(idle)
+    keys = sorted(
+        (pass_ + rank / weight, i)
+        for i, (cls, pass_, weight) in enumerate(zip(classes, passes, weights, strict=True))
+        if cls not in idle
+        for rank in range(1, limit + 1)
+    )[:limit]
+    counts = [0] * len(classes)
+    for _, i in keys:
+        counts[i] += 1
+    return [max(1, n) for n in counts]

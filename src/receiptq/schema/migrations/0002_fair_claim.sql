@@ -28,6 +28,10 @@ ALTER TABLE receiptq.workers
 --   * across the claim classes p_classes (tiers; '' = no tier), the ready jobs
 --     with the smallest pass + rank / weight (stride scheduling, see
 --     receiptq/tiers.py), within a class in (priority, run_at, id) order.
+--     p_quotas bounds how many candidates each class locks: the claimer's own
+--     stride arithmetic says how many each class can win (at least 1, which
+--     also tells whether an idle class has work again), so a claim locks about
+--     p_limit rows, not p_limit per class.
 -- Each returned row also carries the classes that had no ready job this claimer
 -- could take (idle), so that it can keep its passes honest.
 CREATE FUNCTION receiptq.claim_jobs(
@@ -37,7 +41,8 @@ CREATE FUNCTION receiptq.claim_jobs(
     p_limit   integer,
     p_classes text[],
     p_passes  float8[],
-    p_weights float8[]
+    p_weights float8[],
+    p_quotas  integer[]
 ) RETURNS TABLE (id bigint, attempt integer, priority integer, run_at timestamptz,
                  actor text, tier text, message text, due_at float8, idle text[])
 LANGUAGE plpgsql AS $$
@@ -66,8 +71,8 @@ BEGIN
     -- LATERAL ... LIMIT: one index probe per class, whatever the statistics say.
     RETURN QUERY
     WITH classes AS (
-        SELECT c.cls, c.pass, c.weight
-        FROM unnest(p_classes, p_passes, p_weights) AS c(cls, pass, weight)
+        SELECT c.cls, c.pass, c.weight, c.quota
+        FROM unnest(p_classes, p_passes, p_weights, p_quotas) AS c(cls, pass, weight, quota)
     ),
     candidates AS (
         SELECT c.cls, x.id, x.priority, x.run_at,
@@ -81,7 +86,7 @@ BEGIN
             WHERE j.queue = p_queue AND coalesce(j.tier, '') = c.cls
               AND j.state = 'queued' AND j.run_at <= now()
             ORDER BY j.priority, j.run_at, j.id
-            LIMIT v_limit
+            LIMIT least(v_limit, c.quota)
             FOR UPDATE SKIP LOCKED
         ) AS x
     ),

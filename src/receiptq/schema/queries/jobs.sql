@@ -60,7 +60,8 @@ RETURNING id, queue, actor;
 -- each claim counts one more attempt.
 SELECT id, attempt, priority, run_at, actor, tier, message, due_at, idle
 FROM receiptq.claim_jobs(%(queue)s, %(worker_id)s, %(lease_s)s, %(limit)s,
-                         %(classes)s::text[], %(passes)s::float8[], %(weights)s::float8[]);
+                         %(classes)s::text[], %(passes)s::float8[], %(weights)s::float8[],
+                         %(quotas)s::integer[]);
 
 -- name: job_claim_plain
 -- The claim's fast path for a queue whose ready jobs are all untiered and that
