@@ -113,4 +113,6 @@ def test_quotas_follow_the_stride_selection_and_probe_idle_classes():
     assert quotas(classes, [0, 0, 0, 0], weights, 16, idle={""}) == [1, 10, 5, 1]
     # free is 5 passes behind: its keys 1..5 come before the others' first (5 + 1/6),
     # then the four classes share the rest by weight.
-    assert quotas(classes, [5, 5, 5, 0], weights, 16) == [5, 4, 2, 5]
+    assert quotas(classes, [5, 5, 5, 0], weights, 16, idle=set()) == [5, 4, 2, 5]
+    # Before the first claim nothing is known: every class may lock the whole claim.
+    assert quotas(classes, [0, 0, 0, 0], weights, 16) == [16, 16, 16, 16]

@@ -115,8 +115,8 @@ class StrideState:
         self.passes: dict[str, float] = {}
         #: Classes found queued that the policy does not name (e.g. a removed tier).
         self.seen: set[str] = set()
-        #: Classes that had no ready job at the last claim.
-        self.idle: set[str] = set()
+        #: Classes that had no ready job at the last claim (None before the first).
+        self.idle: set[str] | None = None
 
     def passes_for(self, classes: Sequence[str]) -> list[float]:
         """Current passes; a class seen for the first time starts at the smallest pass."""
@@ -153,15 +153,19 @@ def quotas(
     passes: Sequence[float],
     weights: Sequence[float],
     limit: int,
-    idle: Iterable[str] = (),
+    idle: Iterable[str] | None = None,
 ) -> list[int]:
     """How many ready jobs each class can win in a claim of ``limit`` (at least 1).
 
     The same selection the claim makes (smallest pass + rank / weight), assuming
     every class not idle at the last claim has work; an idle class gets 1, enough
     to learn that it has work again. The claim locks only this many candidates
-    per class.
+    per class. Before the first claim (``idle`` None) nothing is known, and every
+    class may lock up to ``limit``, so a claim never comes back short for lack of
+    knowledge.
     """
+    if idle is None:
+        return [limit] * len(classes)
     idle = set(idle)
     keys = sorted(
         (pass_ + rank / weight, i)
