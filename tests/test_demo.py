@@ -26,6 +26,7 @@ def run_demo(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, 
     return code, json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.timeout(300)  # two demos with real OCR on a loaded 2-core machine
 def test_demo_processes_every_receipt_checks_the_truth_and_clears_it_for_the_next(
     database_url, conn, capsys, monkeypatch
 ):

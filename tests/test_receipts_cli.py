@@ -107,3 +107,22 @@ def test_where_a_receipt_is_reads_as_a_sentence():
         "unmatched: no bank transaction; email not sent yet"
     )
     assert where({**matched, "status": "uploaded"}) == "uploaded, waiting for OCR"
+
+
+def test_a_receipt_whose_ocr_job_died_shows_as_stuck_with_its_dead_letter(url, conn, capsys):
+    user = receipts.add_user(conn, "bo@example.test")
+    receipt_id = receipts.store_receipt(conn, user["id"], b"png bytes")
+    dead = conn.execute(
+        "INSERT INTO receiptq.dead_letters (message_id, queue, actor, message, attempts, reason,"
+        " error_type, error) VALUES ('m-1', 'ocr', 'ocr_receipt', %s::jsonb, 6,"
+        " 'retries exhausted', 'OcrUnavailable', 'the OCR service timed out') RETURNING id",
+        (json.dumps({"args": [receipt_id]}),),
+    ).fetchone()["id"]
+    code, out, _ = run(capsys, "receipts", "show", str(receipt_id), "--json", "--url", url)
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["status"] == "uploaded"
+    assert shown["where"] == (
+        f"stuck: its ocr_receipt job is dead letter {dead} (OcrUnavailable: the OCR service"
+        f" timed out); `receiptq dead-letter retry {dead}` runs it again"
+    )

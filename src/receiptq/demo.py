@@ -68,6 +68,9 @@ BROKEN_SHARE = 0.05  # uploads that are not images: failed, dead-lettered
 OTHER_TRANSACTIONS = 4
 #: Breakers reopen quickly in the demo so that an outage is visible, not endless.
 BREAKER_RESET_S = 3
+#: The demo's jobs back off for at most 2 s (the email actor's own ceiling is 5 min):
+#: a run of injected failures must not stall a short demo.
+DEMO_JOB_OPTIONS = {"max_backoff_ms": 2_000}
 POLL_S = 0.25
 STOP_GRACE_S = 20.0
 COUNTERS = ("enqueued", "succeeded", "failed", "retried", "dead_lettered", "postponed")
@@ -263,7 +266,9 @@ def submit_all(broker: PostgresBroker, url: str, uploads: list[Upload]) -> None:
 
     with db.connect(url) as conn:
         for upload in uploads:
-            upload.receipt_id = submit_receipt(upload.user_id, upload.image, conn, broker=broker)
+            upload.receipt_id = submit_receipt(
+                upload.user_id, upload.image, conn, broker=broker, job_options=DEMO_JOB_OPTIONS
+            )
             check_signals()
 
 

@@ -112,6 +112,13 @@ def run_list(args: argparse.Namespace) -> int:
 def where(receipt: dict[str, Any]) -> str:
     """One sentence: where the receipt is in the pipeline."""
     status = receipt["status"]
+    stuck = receipt.get("dead_letter_id")
+    if stuck is not None and status in ("uploaded", "read"):
+        return (
+            f"stuck: its {receipt['dead_letter_actor']} job is dead letter {stuck} "
+            f"({receipt['dead_letter_error_type']}: {receipt['dead_letter_error']}); "
+            f"`receiptq dead-letter retry {stuck}` runs it again"
+        )
     matched = (
         f"matched to transaction {receipt['transaction_id']} "
         f"({receipt['transaction_description']}, {receipt['transaction_amount']} "

@@ -89,10 +89,12 @@ def process_receipt(
     *,
     tier: str | None = None,
     broker: PostgresBroker = broker,
+    job_options: dict[str, Any] | None = None,
 ) -> None:
     """Start a stored receipt's pipeline (inside ``broker.transaction(conn)`` to make
-    it part of the caller's transaction)."""
-    options: dict[str, Any] = {"user_id": str(user_id)}
+    it part of the caller's transaction). ``job_options`` are added to every step's
+    message options (e.g. ``max_backoff_ms``, which wins over the actors' own)."""
+    options: dict[str, Any] = {**(job_options or {}), "user_id": str(user_id)}
     if tier is not None:
         options["tier"] = tier
     dramatiq.pipeline(
@@ -111,6 +113,7 @@ def submit_receipt(
     conn: psycopg.Connection[Any] | None = None,
     *,
     broker: PostgresBroker = broker,
+    job_options: dict[str, Any] | None = None,
 ) -> int:
     """Store a receipt image for a user and start its pipeline, atomically; its id.
 
@@ -125,9 +128,11 @@ def submit_receipt(
     """
     if conn is None:
         with db.connect(broker.url) as own:
-            return submit_receipt(user_id, image_bytes, own, broker=broker)
+            return submit_receipt(user_id, image_bytes, own, broker=broker, job_options=job_options)
     with conn.transaction(), broker.transaction(conn):
         user = receipts.get_user(conn, user_id)
         receipt_id = receipts.store_receipt(conn, user["id"], image_bytes)
-        process_receipt(receipt_id, user["id"], tier=user["tier"], broker=broker)
+        process_receipt(
+            receipt_id, user["id"], tier=user["tier"], broker=broker, job_options=job_options
+        )
     return receipt_id

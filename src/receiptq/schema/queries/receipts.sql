@@ -30,16 +30,27 @@ RETURNING id;
 SELECT id, user_id, status, image, image_path FROM app.receipts WHERE id = %(id)s;
 
 -- name: receipt_get
--- A receipt without its image, with its match and the matched transaction, if any.
+-- A receipt without its image, with its match and the matched transaction, if any,
+-- and the newest dead letter of its OCR or matching job (a receipt stuck there).
 SELECT r.id, r.user_id, u.email, r.status, r.reason, r.merchant, r.purchased_on, r.total,
        r.currency, r.raw_text, r.created_at, r.updated_at,
        m.score, m.transaction_id, t.posted_on AS transaction_posted_on,
        t.amount AS transaction_amount, t.currency AS transaction_currency,
-       t.description AS transaction_description
+       t.description AS transaction_description,
+       dl.id AS dead_letter_id, dl.actor AS dead_letter_actor,
+       dl.error_type AS dead_letter_error_type, dl.error AS dead_letter_error
 FROM app.receipts r
 JOIN app.users u ON u.id = r.user_id
 LEFT JOIN app.matches m ON m.receipt_id = r.id
 LEFT JOIN app.bank_transactions t ON t.id = m.transaction_id
+LEFT JOIN LATERAL (
+    SELECT d.id, d.actor, d.error_type, d.error
+    FROM receiptq.dead_letters AS d
+    WHERE d.actor IN ('ocr_receipt', 'match_receipt')
+      AND d.message -> 'args' ->> 0 = r.id::text
+    ORDER BY d.failed_at DESC
+    LIMIT 1
+) AS dl ON true
 WHERE r.id = %(id)s;
 
 -- name: receipt_list
