@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import dramatiq
 import pybreaker
@@ -29,19 +27,7 @@ from receiptq.middleware import (
 )
 from receiptq.middleware import breakers as breakers_module
 from receiptq.middleware.breakers import breaker_settings
-
-TESTS = Path(__file__).resolve().parent
-
-
-def wait_until(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from tests_support import start_dramatiq, stop, wait_until
 
 
 def down():
@@ -298,32 +284,17 @@ CREATE TABLE test_opened (pid integer, at timestamptz);
 
 
 def start_workers(url: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "RECEIPTQ_DATABASE_URL": url,
-        "RECEIPTQ_BREAKER_FLAKY_FAIL_MAX": "3",
-        "RECEIPTQ_BREAKER_FLAKY_RESET_S": "1",
-        "RECEIPTQ_POLL_INTERVAL_MS": "100",
-        "PYTHONPATH": str(TESTS),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "apps.breaker_app", "--processes", "2", "--threads", "1"],
-        env=env,
-        cwd=TESTS,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+    return start_dramatiq(
+        "apps.breaker_app",
+        url,
+        processes=2,
+        threads=1,
+        env={
+            "RECEIPTQ_BREAKER_FLAKY_FAIL_MAX": "3",
+            "RECEIPTQ_BREAKER_FLAKY_RESET_S": "1",
+            "RECEIPTQ_POLL_INTERVAL_MS": "100",
+        },
+    )
 
 
 def count(conn, sql: str) -> int:

@@ -3,12 +3,8 @@ plus transactional submission and the steps' idempotency."""
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 from decimal import Decimal
@@ -22,6 +18,7 @@ from receiptq.broker import PostgresBroker
 from receiptq.middleware.backoff import PermanentError
 from receiptq.services import images, receipts
 from receiptq.services.smtp_sink import SmtpSink
+from tests_support import start_dramatiq, stop, wait_until
 
 
 @pytest.fixture
@@ -46,39 +43,18 @@ def sink() -> Iterator[tuple[SmtpSink, int]]:
 
 
 def start_workers(url: str, smtp_port: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "RECEIPTQ_DATABASE_URL": url,
-        "RECEIPTQ_SMTP_HOST": "127.0.0.1",
-        "RECEIPTQ_SMTP_PORT": str(smtp_port),
-        "RECEIPTQ_POLL_INTERVAL_MS": "100",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "receiptq.actors", "--processes", "1",
-         "--threads", "3", "--queues", "ocr", "matching", "email"],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
-def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    return start_dramatiq(
+        "receiptq.actors",
+        url,
+        processes=1,
+        threads=3,
+        queues=("ocr", "matching", "email"),
+        env={
+            "RECEIPTQ_SMTP_HOST": "127.0.0.1",
+            "RECEIPTQ_SMTP_PORT": str(smtp_port),
+            "RECEIPTQ_POLL_INTERVAL_MS": "100",
+        },
+    )
 
 
 def receipt_with_transaction(conn, user_id: int, seed: int, *, bank: bool = True):
