@@ -114,7 +114,8 @@ class Settings:
 # --- command line ------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (also used by ``receiptq demo``)."""
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
@@ -156,7 +157,7 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=positive_int,
         default=20_000,
         help="drain: jobs; tiers: jobs per drain (default 20000)",
     )
@@ -167,10 +168,10 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         help="steady: length of the window in seconds (default 15)",
     )
     parser.add_argument(
-        "--processes", type=_positive_int, default=2, help="dramatiq worker processes (default 2)"
+        "--processes", type=positive_int, default=2, help="dramatiq worker processes (default 2)"
     )
     parser.add_argument(
-        "--threads", type=_positive_int, default=8, help="threads per worker process (default 8)"
+        "--threads", type=positive_int, default=8, help="threads per worker process (default 8)"
     )
     parser.add_argument(
         "--timeout",

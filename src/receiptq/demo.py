@@ -46,7 +46,7 @@ from rich.progress import (
 from rich.table import Table
 
 from receiptq import db, monitor
-from receiptq.bench import check_signals, log_tail, sigterm_exits, stop_process
+from receiptq.bench import check_signals, log_tail, positive_int, sigterm_exits, stop_process
 from receiptq.broker import PostgresBroker
 from receiptq.config import configured_database_url, database_url, receiptq_home
 from receiptq.services import images, receipts
@@ -79,13 +79,6 @@ COUNTERS = ("enqueued", "succeeded", "failed", "retried", "dead_lettered", "post
 # --- command line ------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
 def _rate(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -104,13 +97,13 @@ def add_parser(subparsers: Any) -> None:
         "it uses the embedded PostgreSQL under RECEIPTQ_HOME (default ~/.receiptq).",
     )
     parser.add_argument(
-        "--receipts", type=_positive_int, default=40, help="receipts to generate (default 40)"
+        "--receipts", type=positive_int, default=40, help="receipts to generate (default 40)"
     )
     parser.add_argument(
-        "--workers", type=_positive_int, default=2, help="worker processes (default 2)"
+        "--workers", type=positive_int, default=2, help="worker processes (default 2)"
     )
     parser.add_argument(
-        "--threads", type=_positive_int, default=4, help="threads per worker process (default 4)"
+        "--threads", type=positive_int, default=4, help="threads per worker process (default 4)"
     )
     parser.add_argument(
         "--fail-rate",
