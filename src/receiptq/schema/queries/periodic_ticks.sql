@@ -8,10 +8,3 @@ INSERT INTO receiptq.periodic_ticks (actor, tick_at)
 VALUES (%(actor)s, %(tick_at)s)
 ON CONFLICT (actor, tick_at) DO NOTHING
 RETURNING actor, tick_at;
-
--- name: periodic_tick_list
--- The ticks recorded for an actor, oldest first (for status and tests).
-SELECT actor, tick_at, enqueued_at
-FROM receiptq.periodic_ticks
-WHERE actor = %(actor)s
-ORDER BY tick_at;

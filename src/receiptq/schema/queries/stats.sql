@@ -28,19 +28,6 @@ FROM receiptq.stats_minute
 WHERE minute >= %(since)s
 ORDER BY minute, queue, actor;
 
--- name: queue_counts
--- Live counts per queue: ready now, scheduled for later, running, and the age of
--- the oldest ready job.
-SELECT queue,
-       count(*) FILTER (WHERE state = 'queued' AND run_at <= now())::integer AS queued,
-       count(*) FILTER (WHERE state = 'queued' AND run_at > now())::integer AS scheduled,
-       count(*) FILTER (WHERE state = 'running')::integer AS running,
-       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued'
-                                                       AND run_at <= now()))::float8
-           AS oldest_ready_s
-FROM receiptq.jobs
-GROUP BY queue;
-
 -- name: db_now
 -- The database's clock, so that figures are computed against one clock.
 SELECT now() AS now;
