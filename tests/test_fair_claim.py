@@ -29,7 +29,13 @@ def ocr(broker):
     return ocr_receipt
 
 
-def claim_all(broker: PostgresBroker, batches: int, size: int = 10) -> list[Any]:
+@pytest.fixture(params=["locked", "fair"])
+def path(request):
+    """Both claim paths share by the same rule: the claim function and the fast path."""
+    return request.param
+
+
+def claim_all(broker: PostgresBroker, path: str, batches: int, size: int = 10) -> list[Any]:
     """Claim batches*size jobs in claims of up to `size`, as one consumer does.
 
     A claim may take fewer than `size` when a class it expected work from turned
@@ -40,13 +46,15 @@ def claim_all(broker: PostgresBroker, batches: int, size: int = 10) -> list[Any]
     for _ in range(batches * 2):
         if len(claimed) >= batches * size:
             break
-        claimed.extend(broker.claim("fair", min(size, batches * size - len(claimed)), stride))
+        claimed.extend(
+            broker.claim("fair", min(size, batches * size - len(claimed)), stride, path=path)
+        )
     return claimed
 
 
-def test_saturated_tiers_are_claimed_in_proportion_to_their_weights(broker, ocr):
+def test_saturated_tiers_are_claimed_in_proportion_to_their_weights(broker, ocr, path):
     send_tiered(broker, ocr, {"enterprise": 2000, "pro": 2000, "free": 2000})
-    claimed = claim_all(broker, batches=100)
+    claimed = claim_all(broker, path, batches=100)
     tiers = [m.options.get("tier") for m in claimed]
     assert len(tiers) == 1000
     assert tiers.count("enterprise") == pytest.approx(600, abs=20)
@@ -54,18 +62,18 @@ def test_saturated_tiers_are_claimed_in_proportion_to_their_weights(broker, ocr)
     assert tiers.count("free") == pytest.approx(100, abs=20)
 
 
-def test_free_jobs_complete_within_their_share_under_a_flood_of_higher_tiers(broker, ocr):
+def test_free_jobs_complete_within_their_share_under_a_flood_of_higher_tiers(broker, ocr, path):
     send_tiered(broker, ocr, {"enterprise": 3000, "pro": 3000, "free": 50})
-    claimed = claim_all(broker, batches=60)
+    claimed = claim_all(broker, path, batches=60)
     free_positions = [i for i, m in enumerate(claimed) if m.options.get("tier") == "free"]
     assert len(free_positions) == 50, "every free job was claimed"
     # Share 1/10: the 50 free jobs are through after about 500 claims, flood or not.
     assert free_positions[-1] < 500 + 20
 
 
-def test_a_tier_with_no_work_leaves_its_share_to_the_others(broker, ocr):
+def test_a_tier_with_no_work_leaves_its_share_to_the_others(broker, ocr, path):
     send_tiered(broker, ocr, {"enterprise": 1000, "pro": 1000})
-    tiers = [m.options.get("tier") for m in claim_all(broker, batches=30)]
+    tiers = [m.options.get("tier") for m in claim_all(broker, path, batches=30)]
     assert tiers.count("enterprise") == pytest.approx(200, abs=15)
     assert tiers.count("pro") == pytest.approx(100, abs=15)
 
@@ -87,10 +95,11 @@ def test_unknown_tier_is_refused_at_send_and_nothing_is_written(broker, ocr, con
     assert conn.execute("SELECT count(*) AS n FROM receiptq.jobs").fetchone()["n"] == 0
 
 
-def test_within_a_tier_lower_priority_runs_first(broker, ocr):
+def test_within_a_tier_lower_priority_runs_first(broker, ocr, path):
     for priority in (5, 1, 3):
         ocr.send_with_options(args=(priority,), tier="pro", priority=priority)
-    claimed = broker.claim("fair", 1) + broker.claim("fair", 1) + broker.claim("fair", 1)
+    stride = StrideState()
+    claimed = [m for _ in range(3) for m in broker.claim("fair", 1, stride, path=path)]
     assert [m.args[0] for m in claimed] == [1, 3, 5]
 
 
@@ -135,15 +144,20 @@ def test_cap_holds_across_real_worker_processes(database_url, conn):
     assert peak == 3
 
 
-def test_fast_path_refuses_a_paused_or_capped_queue(broker, ocr, conn):
+def test_fast_paths_refuse_a_paused_or_capped_queue(broker, ocr, conn):
     send_tiered(broker, ocr, {"": 4})
     db.execute(conn, "queue_set_cap", {"queue": "fair", "max_running": 1})
-    assert broker.needs_claim_function("fair")
-    assert broker.claim("fair", 10, fair=False) == []
+    assert broker.claim_path("fair") == "locked"
+    assert broker.claim("fair", 10, path="plain") == []
+    assert broker.claim("fair", 10, path="fair") == []
     assert len(broker.claim("fair", 10)) == 1  # the claim function honours the cap
     db.execute(conn, "queue_set_cap", {"queue": "fair", "max_running": None})
-    assert not broker.needs_claim_function("fair")
-    assert len(broker.claim("fair", 10, fair=False)) == 3
+    assert broker.claim_path("fair") == "plain"
+    assert len(broker.claim("fair", 10, path="plain")) == 3
+    send_tiered(broker, ocr, {"pro": 1})
+    assert broker.claim_path("fair") == "fair"
+    db.execute(conn, "queue_pause", {"queue": "fair"})
+    assert broker.claim_path("fair") == "locked"
 
 
 def test_consumer_shares_claims_fairly_once_tiered_jobs_arrive(broker, ocr):

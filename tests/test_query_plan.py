@@ -81,9 +81,9 @@ def index_and_seq_scans(nodes: list[dict[str, Any]]) -> tuple[list[Any], list[An
 
 @pytest.mark.parametrize("queue", QUEUES)
 def test_claim_statement_uses_the_partial_claim_index_and_no_seq_scan(seeded, queue):
-    """The claim's per-class statement (job_claim_plain mirrors it) is an index scan."""
-    params = {"queue": queue, "tier": "", **CLAIM}
-    nodes = list(plan_nodes(explain(seeded, "job_claim_plain", params)))
+    """The claim's fast path (one probe per class) is an index scan."""
+    params = {"queue": queue, **CLAIM}
+    nodes = list(plan_nodes(explain(seeded, "job_claim_classes", params)))
     claim_scans, seq_scans = index_and_seq_scans(nodes)
     assert claim_scans, json.dumps(nodes, indent=1)
     assert seq_scans == [], json.dumps(nodes, indent=1)
@@ -98,8 +98,8 @@ def test_claim_over_a_large_backlog_reads_the_index_in_order_without_sorting(con
         """
     )
     conn.execute("ANALYZE receiptq.jobs")
-    params = {"queue": "ocr", "tier": "", **CLAIM}
-    nodes = list(plan_nodes(explain(conn, "job_claim_plain", params)))
+    params = {"queue": "ocr", **CLAIM}
+    nodes = list(plan_nodes(explain(conn, "job_claim_classes", params)))
     assert [n["Node Type"] for n in nodes if n["Node Type"] in ("Sort", "Seq Scan")] == [], (
         json.dumps(nodes, indent=1)
     )

@@ -104,7 +104,7 @@ def test_a_free_job_waits_a_bounded_number_of_claims_behind_a_flood():
     assert claims <= 5 * 10 + 1
 
 
-def test_quotas_follow_the_stride_selection_and_probe_idle_classes():
+def test_quotas_follow_the_stride_selection_and_probe_idle_classes_once():
     from receiptq.tiers import quotas
 
     classes = ["", "enterprise", "pro", "free"]
@@ -114,5 +114,7 @@ def test_quotas_follow_the_stride_selection_and_probe_idle_classes():
     # free is 5 passes behind: its keys 1..5 come before the others' first (5 + 1/6),
     # then the four classes share the rest by weight.
     assert quotas(classes, [5, 5, 5, 0], weights, 16, idle=set()) == [5, 4, 2, 5]
-    # Before the first claim nothing is known: every class may lock the whole claim.
-    assert quotas(classes, [0, 0, 0, 0], weights, 16) == [16, 16, 16, 16]
+    # Before the first claim every class counts as busy.
+    assert quotas(classes, [0, 0, 0, 0], weights, 16) == [6, 6, 3, 1]
+    # A busy class that loses every slot is not probed; idle classes are, once each.
+    assert quotas(classes, [0, 0, 9, 9], weights, 4, idle={""}) == [1, 4, 0, 0]

@@ -19,7 +19,7 @@ import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from dramatiq.broker import Broker, Consumer, MessageProxy
@@ -41,7 +41,7 @@ from receiptq.pg.messages import (
     decode_message,
     job_row,
 )
-from receiptq.tiers import StrideState, TierPolicy, quotas
+from receiptq.tiers import UNTIERED, StrideState, TierPolicy, quotas
 
 __all__ = ["MessageError", "PostgresBroker"]
 
@@ -55,6 +55,8 @@ DEFAULT_POLL_INTERVAL_MS = 500
 DEFAULT_POOL_MAX_SIZE = 6
 #: How often a consumer looks for tier classes its policy does not name (s).
 CLASS_CHECK_INTERVAL_S = 10.0
+#: How a claim goes: see :meth:`PostgresBroker.claim`.
+ClaimPath = Literal["locked", "fair", "plain"]
 #: Dramatiq's Retries default, used when no Retries middleware says otherwise.
 DEFAULT_MAX_RETRIES = 20
 
@@ -388,58 +390,94 @@ class PostgresBroker(Broker):
         limit: int,
         stride: StrideState | None = None,
         *,
-        fair: bool = True,
+        path: ClaimPath = "locked",
     ) -> list[JobProxy]:
-        """Claim up to ``limit`` ready jobs of a queue for this process.
+        """Claim ready jobs of a queue for this process: about ``limit`` of them.
 
         ``stride`` is the claimer's fair-share state across tier classes (a fresh
-        one when None). ``fair=False`` is the fast path for a queue that has only
-        untiered jobs and is neither paused nor capped (see
-        :meth:`needs_claim_function`). Rows that cannot become messages go
-        straight to the dead letters.
+        one when None). ``path`` is how (see :meth:`claim_path`): ``"locked"``
+        through the claim function, which honours pause and caps (never more than
+        ``limit``); ``"fair"`` the plain prepared statement that takes each class's
+        quota, for a queue that is neither paused nor capped (it may take one job
+        more than ``limit`` per class that was idle and has work again); ``"plain"``
+        the same statement for the untiered class alone. Rows that cannot become
+        messages go straight to the dead letters.
         """
-        if fair is False:
-            return self._claim_untiered(queue_name, limit)
         stride = stride if stride is not None else StrideState()
+        if path == "plain":
+            return self._proxies(queue_name, self._claim_classes(queue_name, [UNTIERED], [limit]))
         classes = self.tier_policy.classes(stride.seen | stride.passes.keys())
         weights = [self.tier_policy.weight(c) for c in classes]
-        passes = stride.passes_for(classes)
-        params = {
+        by_class = dict(zip(classes, weights, strict=True))
+        if path == "locked":
+            return self._claim_locked(queue_name, limit, stride, classes, weights)
+        rows = []
+        # A class that lost every slot last time is not probed; while every probed
+        # class turns out idle, claim again, so that such a class gets the slots now.
+        for _ in classes:
+            counts = quotas(classes, stride.passes_for(classes), weights, limit, stride.idle)
+            rows = self._claim_classes(queue_name, classes, counts)
+            claimed = _count_classes(rows)
+            idle = [c for c, n in zip(classes, counts, strict=True) if n and c not in claimed]
+            stride.charge(claimed, idle, by_class)
+            if rows or all(n for c, n in zip(classes, counts, strict=True) if c not in idle):
+                break
+        return self._proxies(queue_name, rows)
+
+    def _claim_params(
+        self, queue_name: str, classes: list[str], counts: list[int]
+    ) -> dict[str, Any]:
+        return {
             "queue": queue_name,
-            "limit": limit,
             "worker_id": self.worker_id,
             "lease_s": self.lease_s,
             "classes": classes,
+            "quotas": counts,
+        }
+
+    def _claim_classes(
+        self, queue_name: str, classes: list[str], counts: list[int]
+    ) -> list[dict[str, Any]]:
+        params = self._claim_params(queue_name, classes, counts)
+        with self._get_pool().connection() as conn:
+            return db.fetch_all(conn, "job_claim_classes", params)
+
+    def _claim_locked(
+        self,
+        queue_name: str,
+        limit: int,
+        stride: StrideState,
+        classes: list[str],
+        weights: list[float],
+    ) -> list[JobProxy]:
+        """The claim function: pause and caps honoured, at most ``limit`` jobs, the
+        ``limit`` with the smallest stride keys among each class's candidates."""
+        passes = stride.passes_for(classes)
+        if stride.idle is None:  # nothing known yet: any class may fill the claim
+            counts = [limit] * len(classes)
+        else:
+            counts = [max(1, n) for n in quotas(classes, passes, weights, limit, stride.idle)]
+        params = {
+            **self._claim_params(queue_name, classes, counts),
+            "limit": limit,
             "passes": passes,
             "weights": weights,
-            "quotas": quotas(classes, passes, weights, limit, stride.idle),
         }
         with self._get_pool().connection() as conn:
             rows = db.fetch_all(conn, "job_claim_batch", params)
         if rows:
-            claimed: dict[str, int] = {}
-            for row in rows:
-                claimed[row["tier"]] = claimed.get(row["tier"], 0) + 1
-            stride.charge(claimed, rows[0]["idle"], dict(zip(classes, weights, strict=True)))
+            by_class = dict(zip(classes, weights, strict=True))
+            stride.charge(_count_classes(rows), rows[0]["idle"], by_class)
         return self._proxies(queue_name, rows)
 
-    def _claim_untiered(self, queue_name: str, limit: int) -> list[JobProxy]:
-        params = {
-            "queue": queue_name,
-            "tier": "",
-            "limit": limit,
-            "worker_id": self.worker_id,
-            "lease_s": self.lease_s,
-        }
+    def claim_path(self, queue_name: str) -> ClaimPath:
+        """How a queue's claims go: ``"locked"`` when it is paused or capped, else
+        ``"fair"`` when it has queued jobs with a tier, else ``"plain"``."""
         with self._get_pool().connection() as conn:
-            rows = db.fetch_all(conn, "job_claim_plain", params)
-        return self._proxies(queue_name, rows)
-
-    def needs_claim_function(self, queue_name: str) -> bool:
-        """Whether the queue is paused or capped, or has queued jobs with a tier."""
-        with self._get_pool().connection() as conn:
-            row = db.fetch_one(conn, "queue_needs_claim_function", {"queue": queue_name})
-        return bool(row and row["needed"])
+            row = db.fetch_one(conn, "queue_claim_path", {"queue": queue_name})
+        if row is None or row["restricted"]:
+            return "locked"
+        return "fair" if row["tiered"] else "plain"
 
     def _proxies(self, queue_name: str, rows: list[dict[str, Any]]) -> list[JobProxy]:
         rows.sort(key=lambda r: (r["priority"], r["run_at"], r["id"]))
@@ -675,6 +713,14 @@ class _DelayQueueConsumer(Consumer):
         self._closed.set()
 
 
+def _count_classes(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Claimed rows per tier class."""
+    claimed: dict[str, int] = {}
+    for row in rows:
+        claimed[row["tier"]] = claimed.get(row["tier"], 0) + 1
+    return claimed
+
+
 class _PostgresConsumer(Consumer):
     """Hands out claimed jobs one by one; claims a new batch when enough slots are free.
 
@@ -700,10 +746,9 @@ class _PostgresConsumer(Consumer):
         self._next_due: float | None = None
         self._due_read_at = -1e9
         self._due_stale = True
-        # Whether claims go through the fair claim function (tiers, caps, pause) or
-        # the plain fast path; re-read every poll interval, set at once by a
-        # "tiered:" notification.
-        self._fair = True
+        # How claims go (see PostgresBroker.claim_path): re-read every poll
+        # interval; a "tiered:" notification turns "plain" into "fair" at once.
+        self._path: ClaimPath = "locked"
         self._mode_read_at = -1e9
         self._buffer: deque[JobProxy] = deque()
         self._lock = threading.Lock()
@@ -713,8 +758,8 @@ class _PostgresConsumer(Consumer):
     def wake(self, *, scheduled: bool = False, tiered: bool = False) -> None:
         if scheduled:
             self._due_stale = True  # a job was scheduled: re-read when the next one is due
-        if tiered:
-            self._fair = True  # jobs with a tier arrived: share claims across tiers
+        if tiered and self._path == "plain":
+            self._path = "fair"  # jobs with a tier arrived: share claims across tiers
         self._wakeup.set()
 
     def _free_slots(self) -> int:
@@ -739,7 +784,7 @@ class _PostgresConsumer(Consumer):
             throttled = self.broker.throttled_reason()
             if throttled is None and free >= self._min_claim:
                 self._check_classes()
-                claimed = self.broker.claim(self.queue_name, free, self._stride, fair=self._fair)
+                claimed = self.broker.claim(self.queue_name, free, self._stride, path=self._path)
                 if claimed:
                     with self._lock:
                         self.outstanding += len(claimed)
@@ -767,13 +812,13 @@ class _PostgresConsumer(Consumer):
         return None if self._next_due is None else self._next_due - now
 
     def _check_classes(self) -> None:
-        """Every poll interval, decide between the fair claim and the fast path; now
+        """Every poll interval, decide how to claim (see PostgresBroker.claim_path); now
         and then, look for tier classes the policy does not name (so that jobs of
         a tier removed from RECEIPTQ_TIERS still get claimed)."""
         now = time.monotonic()
         if now - self._mode_read_at >= self.broker.poll_interval_s:
             self._mode_read_at = now
-            self._fair = self.broker.needs_claim_function(self.queue_name)
+            self._path = self.broker.claim_path(self.queue_name)
         if now - self._classes_checked_at >= CLASS_CHECK_INTERVAL_S:
             self._classes_checked_at = now
             self._stride.seen = set(self.broker.tier_classes(self.queue_name))

@@ -155,25 +155,24 @@ def quotas(
     limit: int,
     idle: Iterable[str] | None = None,
 ) -> list[int]:
-    """How many ready jobs each class can win in a claim of ``limit`` (at least 1).
+    """How many ready jobs each class takes in a claim of ``limit``.
 
-    The same selection the claim makes (smallest pass + rank / weight), assuming
-    every class not idle at the last claim has work; an idle class gets 1, enough
-    to learn that it has work again. The claim locks only this many candidates
-    per class. Before the first claim (``idle`` None) nothing is known, and every
-    class may lock up to ``limit``, so a claim never comes back short for lack of
-    knowledge.
+    The classes not idle at the last claim share the ``limit`` slots by the
+    stride selection (the ``limit`` smallest keys ``pass + rank / weight``); an
+    idle class gets 1, a probe that tells whether it has work again (so a claim
+    may take up to one job more per idle class than ``limit``). Before the first
+    claim (``idle`` None) every class counts as busy. The claim takes exactly
+    these counts, in (priority, run_at, id) order within a class; a class that
+    returns nothing is idle at the next claim.
     """
-    if idle is None:
-        return [limit] * len(classes)
-    idle = set(idle)
+    idle = set() if idle is None else set(idle)
     keys = sorted(
         (pass_ + rank / weight, i)
         for i, (cls, pass_, weight) in enumerate(zip(classes, passes, weights, strict=True))
         if cls not in idle
         for rank in range(1, limit + 1)
     )[:limit]
-    counts = [0] * len(classes)
+    counts = [1 if cls in idle else 0 for cls in classes]
     for _, i in keys:
         counts[i] += 1
-    return [max(1, n) for n in counts]
+    return counts

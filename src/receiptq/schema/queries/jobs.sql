@@ -63,22 +63,30 @@ FROM receiptq.claim_jobs(%(queue)s, %(worker_id)s, %(lease_s)s, %(limit)s,
                          %(classes)s::text[], %(passes)s::float8[], %(weights)s::float8[],
                          %(quotas)s::integer[]);
 
--- name: job_claim_plain
--- The claim's fast path for a queue whose ready jobs are all untiered and that
--- is neither paused nor capped (the claimer checks this every poll interval and
--- on every "tiered:" notification): the claim function's statement for the one
--- class '', as a plain prepared statement. A queue that is paused or capped
--- meanwhile gets nothing here, so the cap is never exceeded.
+-- name: job_claim_classes
+-- The claim's fast path, for a queue that is neither paused nor capped (the
+-- claimer checks this every poll interval): take exactly quotas[i] ready jobs of
+-- class classes[i] ('' = no tier), each class in (priority, run_at, id) order.
+-- The claimer's stride arithmetic (receiptq.tiers.quotas) chose the quotas, so
+-- no window function, sort or plpgsql is needed; a class that returns nothing is
+-- idle. A queue that is paused or capped meanwhile gets nothing here (claim_jobs
+-- honours those), so a cap is never exceeded. LATERAL ... LIMIT: one probe of
+-- the claim index per class, whatever the statistics say.
 WITH claimable AS (
-    SELECT id
-    FROM receiptq.jobs
-    WHERE queue = %(queue)s AND coalesce(tier, '') = %(tier)s
-      AND state = 'queued' AND run_at <= now()
+    SELECT x.id
+    FROM unnest(%(classes)s::text[], %(quotas)s::integer[]) AS c(cls, quota)
+    CROSS JOIN LATERAL (
+        SELECT j.id
+        FROM receiptq.jobs AS j
+        WHERE j.queue = %(queue)s AND coalesce(j.tier, '') = c.cls
+          AND j.state = 'queued' AND j.run_at <= now()
+        ORDER BY j.priority, j.run_at, j.id
+        LIMIT c.quota
+        FOR UPDATE SKIP LOCKED
+    ) AS x
+    WHERE c.quota > 0
       AND NOT EXISTS (SELECT 1 FROM receiptq.queue_settings AS s
                       WHERE s.queue = %(queue)s AND (s.paused OR s.max_running IS NOT NULL))
-    ORDER BY priority, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
 )
 UPDATE receiptq.jobs AS j
 SET state = 'running',
@@ -90,8 +98,7 @@ FROM claimable
 WHERE j.id = claimable.id
 RETURNING j.id, j.attempt, j.priority, j.run_at, j.actor, coalesce(j.tier, '') AS tier,
           j.message::text AS message,
-          extract(epoch FROM greatest(j.run_at, j.enqueued_at))::float8 AS due_at,
-          '{}'::text[] AS idle;
+          extract(epoch FROM greatest(j.run_at, j.enqueued_at))::float8 AS due_at;
 
 -- name: job_seconds_until_due
 -- Seconds until the next queued job of a queue is due (NULL when none is queued):

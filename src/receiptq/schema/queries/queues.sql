@@ -23,11 +23,12 @@ SELECT s.queue, s.paused, s.max_running, s.updated_at,
 FROM receiptq.queue_settings AS s
 ORDER BY s.queue;
 
--- name: queue_needs_claim_function
--- Whether a queue must be claimed through claim_jobs: it is paused or capped, or
--- it has queued jobs with a tier.
+-- name: queue_claim_path
+-- How a queue must be claimed: restricted (paused or capped: through claim_jobs),
+-- and whether it has queued jobs with a tier (claims shared across the classes).
 SELECT EXISTS (SELECT 1 FROM receiptq.queue_settings AS s
                WHERE s.queue = %(queue)s AND (s.paused OR s.max_running IS NOT NULL))
-       OR EXISTS (SELECT 1 FROM receiptq.jobs AS j
-                  WHERE j.queue = %(queue)s AND j.state = 'queued'
-                    AND coalesce(j.tier, '') > '') AS needed;
+           AS restricted,
+       EXISTS (SELECT 1 FROM receiptq.jobs AS j
+               WHERE j.queue = %(queue)s AND j.state = 'queued'
+                 AND coalesce(j.tier, '') > '') AS tiered;
