@@ -78,7 +78,7 @@ def test_claim_index_is_partial_on_queued_rows(empty_database_url):
             "SELECT indexdef FROM pg_indexes WHERE indexname = 'jobs_claim_idx'"
         ).fetchone()
     assert row is not None
-    assert "(queue, COALESCE(tier, ''::text), priority, run_at, id)" in row["indexdef"]
+    assert "(queue, COALESCE(tier, ''::text), priority, user_round, run_at, id)" in row["indexdef"]
     assert "WHERE (state = 'queued'::text)" in row["indexdef"]
 
 

@@ -480,7 +480,7 @@ class PostgresBroker(Broker):
         return "fair" if row["tiered"] else "plain"
 
     def _proxies(self, queue_name: str, rows: list[dict[str, Any]]) -> list[JobProxy]:
-        rows.sort(key=lambda r: (r["priority"], r["run_at"], r["id"]))
+        rows.sort(key=lambda r: (r["priority"], r["user_round"], r["run_at"], r["id"]))
         proxies = []
         for row in rows:
             try:

@@ -3,8 +3,11 @@
 A :class:`TierPolicy` maps each tier to a priority offset and a fair-share
 weight. The rule the claim follows, per queue:
 
-* Within a tier, jobs go in (priority, run_at, id) order; the tier's offset is
-  added to a message's priority when it is stored.
+* Within a tier, jobs go in (priority, user_round, run_at, id) order; the
+  tier's offset is added to a message's priority when it is stored. A job sent
+  with a user_id gets the next round of its user, at least the tier's current
+  round (migration 0006), so users' backlogs interleave one job per user per
+  round and a user's first job never waits behind another user's backlog.
 * Across tiers, each consumer runs stride scheduling: every tier has a *pass*
   (claims served divided by its weight), and a claim takes the ready jobs with
   the smallest ``pass + rank / weight``, where rank numbers a tier's ready jobs
@@ -162,7 +165,7 @@ def quotas(
     idle class gets 1, a probe that tells whether it has work again (so a claim
     may take up to one job more per idle class than ``limit``). Before the first
     claim (``idle`` None) every class counts as busy. The claim takes exactly
-    these counts, in (priority, run_at, id) order within a class; a class that
+    these counts, in the class's own order (above); a class that
     returns nothing is idle at the next claim.
     """
     idle = set() if idle is None else set(idle)

@@ -58,7 +58,7 @@ RETURNING id, queue, actor;
 -- Claim up to `limit` ready jobs of a queue for one worker: fair share across the
 -- tier classes, caps and pause honoured (receiptq.claim_jobs, migration 0002);
 -- each claim counts one more attempt.
-SELECT id, attempt, priority, run_at, actor, tier, message, due_at, idle
+SELECT id, attempt, priority, run_at, actor, tier, message, due_at, user_round, idle
 FROM receiptq.claim_jobs(%(queue)s, %(worker_id)s, %(lease_s)s, %(limit)s,
                          %(classes)s::text[], %(passes)s::float8[], %(weights)s::float8[],
                          %(quotas)s::integer[]);
@@ -66,7 +66,8 @@ FROM receiptq.claim_jobs(%(queue)s, %(worker_id)s, %(lease_s)s, %(limit)s,
 -- name: job_claim_classes
 -- The claim's fast path, for a queue that is neither paused nor capped (the
 -- claimer checks this every poll interval): take exactly quotas[i] ready jobs of
--- class classes[i] ('' = no tier), each class in (priority, run_at, id) order.
+-- class classes[i] ('' = no tier), each class in (priority, user_round, run_at,
+-- id) order (user rounds: migration 0006).
 -- The claimer's stride arithmetic (receiptq.tiers.quotas) chose the quotas, so
 -- no window function, sort or plpgsql is needed; a class that returns nothing is
 -- idle. A queue that is paused or capped meanwhile gets nothing here (claim_jobs
@@ -80,7 +81,7 @@ WITH claimable AS (
         FROM receiptq.jobs AS j
         WHERE j.queue = %(queue)s AND coalesce(j.tier, '') = c.cls
           AND j.state = 'queued' AND j.run_at <= now()
-        ORDER BY j.priority, j.run_at, j.id
+        ORDER BY j.priority, j.user_round, j.run_at, j.id
         LIMIT c.quota
         FOR UPDATE SKIP LOCKED
     ) AS x
@@ -98,16 +99,19 @@ FROM claimable
 WHERE j.id = claimable.id
 RETURNING j.id, j.attempt, j.priority, j.run_at, j.actor, coalesce(j.tier, '') AS tier,
           j.message::text AS message,
-          extract(epoch FROM greatest(j.run_at, j.enqueued_at))::float8 AS due_at;
+          extract(epoch FROM greatest(j.run_at, j.enqueued_at))::float8 AS due_at,
+          j.user_round;
 
 -- name: job_seconds_until_due
 -- Seconds until the next queued job of a queue is due (NULL when none is queued):
--- a skip scan of the claim index, one probe per distinct (tier, priority).
+-- a skip scan of the claim index, one probe per distinct (tier, priority). Jobs
+-- not due yet all have round 0 (migration 0006), so the first entry of each
+-- (tier, priority) is its earliest job not due yet, if it has one.
 WITH RECURSIVE firsts AS (
     (SELECT coalesce(tier, '') AS cls, priority, run_at
      FROM receiptq.jobs
      WHERE queue = %(queue)s AND state = 'queued'
-     ORDER BY coalesce(tier, ''), priority, run_at, id
+     ORDER BY coalesce(tier, ''), priority, user_round, run_at, id
      LIMIT 1)
     UNION ALL
     SELECT next.cls, next.priority, next.run_at
@@ -116,7 +120,7 @@ WITH RECURSIVE firsts AS (
                   FROM receiptq.jobs
                   WHERE queue = %(queue)s AND state = 'queued'
                     AND (coalesce(tier, ''), priority) > (firsts.cls, firsts.priority)
-                  ORDER BY coalesce(tier, ''), priority, run_at, id
+                  ORDER BY coalesce(tier, ''), priority, user_round, run_at, id
                   LIMIT 1) AS next
 )
 SELECT extract(epoch FROM min(run_at) - now())::float8 AS seconds FROM firsts;
