@@ -119,7 +119,7 @@ TIERS_KEYS = {
 def test_tiers_shares_the_saturated_drain_by_the_weights(pg_admin_url, bench_database, capsys):
     args = parse(
         ["bench", "--url", pg_admin_url, "--database", bench_database, "--workload", "tiers",
-         "--jobs", "600", "--processes", "1", "--threads", "4"]
+         "--jobs", "600", "--rounds", "2", "--processes", "1", "--threads", "4"]
     )  # fmt: skip
     assert args.func(args) == 0
     out = capsys.readouterr().out
@@ -136,7 +136,30 @@ def test_tiers_shares_the_saturated_drain_by_the_weights(pg_admin_url, bench_dat
     # Plain priority order starves the lower priorities until priority 0 ran out.
     assert result["plain_share_under_saturation"]["0"] > 0.9
     plain, fair = result["plain_drain_jobs_per_s"], result["fair_drain_jobs_per_s"]
+    # Two rounds each, compared by their medians.
+    assert len(result["plain_drain_jobs_per_s_rounds"]) == 2
+    assert fair == pytest.approx(sum(result["fair_drain_jobs_per_s_rounds"]) / 2, abs=0.1)
     assert result["fairness_cost_percent"] == pytest.approx((plain - fair) / plain * 100, abs=0.01)
     for tier in ("enterprise", "pro", "free"):
         assert 0 <= result["wait_p50_ms"][tier] <= result["wait_p95_ms"][tier]
     assert "receiptq bench: tiers" in out
+
+
+def test_users_newcomers_wait_behind_the_flood_only_without_user_rounds(
+    pg_admin_url, bench_database, capsys
+):
+    args = parse(
+        ["bench", "--url", pg_admin_url, "--database", bench_database, "--workload", "users",
+         "--jobs", "8000", "--processes", "1", "--threads", "4"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    [result] = json_lines(out)
+    assert "error" not in result, result
+    assert (result["workload"], result["newcomers"], result["timeout"]) == ("users", 20, False)
+    fifo_p50 = result["without_rounds_newcomer_wait_p50_ms"]
+    rounds_p95 = result["with_rounds_newcomer_wait_p95_ms"]
+    # FIFO: a newcomer waits for what is left of the flood; rounds: for one job per user.
+    assert rounds_p95 < fifo_p50, result
+    assert result["with_rounds_drain_jobs_per_s"] > 0
+    assert "receiptq bench: users" in out

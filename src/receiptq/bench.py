@@ -25,6 +25,13 @@ server of the URL, then migrated):
           with equal thirds, enterprise), against the weights' share; and each
           tier's p50/p95 wait, from the workers' start (the jobs were queued before
           the workers existed) to the job's start.
+  users   Fairness between the users of a tier (not run by default). Two drains of
+          N jobs of one tier queued before the workers start; while they drain,
+          20 newcomers send one job each (50 ms apart). (a) Without user ids, so
+          the tier is FIFO: a newcomer waits behind the flood. (b) The flood sent
+          by one user and each newcomer as a user of its own: user rounds put a
+          newcomer's job level with the flood's next one. Reports both drain
+          rates and the newcomers' p50/p95 wait from send to start.
 
 A job counts as done when its function has run, as for the peers. The worker
 processes record that in memory and write it every 50 ms into the bench-only
@@ -78,7 +85,10 @@ from receiptq.stats import percentile
 from receiptq.tiers import TierPolicy
 
 PEER = "receiptq"
-WORKLOADS = ("drain", "steady", "tiers")
+WORKLOADS = ("drain", "steady", "tiers", "users")
+#: The users workload: newcomers that each send one job while the flood drains.
+USERS_NEWCOMERS = 20
+USERS_NEWCOMER_GAP_S = 0.05
 DEFAULT_WORKLOADS = ("drain", "steady")
 
 #: The benchmark's worker module, queue and actor (see receiptq/bench_worker.py;
@@ -157,14 +167,14 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         "--workload",
         type=_workloads,
         default=DEFAULT_WORKLOADS,
-        metavar="drain,steady,tiers",
+        metavar="drain,steady,tiers,users",
         help="comma-separated workloads (default: drain,steady)",
     )
     parser.add_argument(
         "--jobs",
         type=positive_int,
         default=20_000,
-        help="drain: jobs; tiers: jobs per drain (default 20000)",
+        help="drain: jobs; tiers, users: jobs per drain (default 20000)",
     )
     parser.add_argument(
         "--seconds",
@@ -529,7 +539,7 @@ def consumers_string(settings: Settings, workload: str) -> str:
 def run_one(workload: str, settings: Settings, server_url: str) -> dict[str, Any]:
     """Run one workload within its hard timeout and always clean up; its result line."""
     result: dict[str, Any] = {"peer": PEER, "workload": workload}
-    if workload in ("drain", "tiers"):
+    if workload in ("drain", "tiers", "users"):
         result["jobs"] = settings.jobs
     else:
         result["seconds"] = settings.seconds
@@ -542,6 +552,8 @@ def run_one(workload: str, settings: Settings, server_url: str) -> dict[str, Any
             run_drain(w)
         elif workload == "tiers":
             run_tiers(w)
+        elif workload == "users":
+            run_users(w)
         else:
             run_steady(w)
         result["timeout"] = False
@@ -633,9 +645,15 @@ def expected_shares(policy: TierPolicy) -> dict[str, float]:
 
 
 def drain_labelled(
-    w: Workload, name: str, kinds: list[tuple[str, dict[str, Any]]]
+    w: Workload,
+    name: str,
+    kinds: list[tuple[str, dict[str, Any]]],
+    during: Callable[[PostgresBroker], int] | None = None,
 ) -> tuple[float, dict[str, dict[str, Any]]]:
-    """One drain of labelled jobs on a fresh database; (jobs per s, figures per label)."""
+    """One drain of labelled jobs on a fresh database; (jobs per s, figures per label).
+
+    ``during`` runs once the workers started, with a broker, and returns how many
+    more jobs it sent (the users workload's newcomers)."""
     jobs = len(kinds)
     w.deadline = time.monotonic() + w.settings.timeout
     conn = w.setup()
@@ -644,10 +662,12 @@ def drain_labelled(
         broker.enqueue_many(labelled_messages(kinds[start : start + DRAIN_ENQUEUE_CHUNK]))
         w.check()
     broker.close()
-    _log(w.settings, f"[{PEER}] tiers: {name} drain, {jobs} jobs enqueued, starting the workers")
+    _log(w.settings, f"[{PEER}] {name} drain, {jobs} jobs enqueued, starting the workers")
     started_at = w.start_workers()
+    if during is not None:
+        jobs += during(w.broker())
     with _progress(w.settings) as progress:
-        task = progress.add_task(f"tiers {name}", total=jobs)
+        task = progress.add_task(name, total=jobs)
         row = w.wait_done(jobs, lambda done: progress.update(task, completed=min(done, jobs)))
     rate = jobs / (float(row["last_at"]) - started_at)
     figures = db.fetch_all(conn, "bench_label_figures", {"since": started_at})
@@ -678,7 +698,8 @@ def run_tiers(w: Workload) -> None:
     order = [t.name for t in policy.tiers]  # best tier first, as the policy names them
     for round_no in range(1, w.settings.rounds + 1):
         for name, kinds in (("plain", plain_kinds), ("fair", fair_kinds)):
-            rate, figures = drain_labelled(w, f"{name} {round_no}/{w.settings.rounds}", kinds)
+            label = f"tiers {name} {round_no}/{w.settings.rounds}"
+            rate, figures = drain_labelled(w, label, kinds)
             rates[name].append(round(rate, 1))
             result[f"{name}_drain_jobs_per_s_rounds"] = rates[name]
             result[f"{name}_drain_jobs_per_s"] = round(statistics.median(rates[name]), 1)
@@ -690,6 +711,30 @@ def run_tiers(w: Workload) -> None:
                     result[f"plain_{key}"] = summary[key]
         plain_rate, fair_rate = result["plain_drain_jobs_per_s"], result["fair_drain_jobs_per_s"]
         result["fairness_cost_percent"] = round((plain_rate - fair_rate) / plain_rate * 100, 2)
+
+
+def run_users(w: Workload) -> None:
+    """A flood of one user's jobs, and newcomers' single jobs sent while it drains: once
+    without user ids (FIFO within the tier), once with (user rounds)."""
+    result = w.result
+    result["newcomers"] = USERS_NEWCOMERS
+    for name, with_users in (("without_rounds", False), ("with_rounds", True)):
+        flood = [("flood", {"tier": "pro", **({"user_id": "flood"} if with_users else {})})]
+
+        def newcomers(broker: PostgresBroker, with_users: bool = with_users) -> int:
+            for n in range(USERS_NEWCOMERS):
+                time.sleep(USERS_NEWCOMER_GAP_S)
+                options = {"tier": "pro", **({"user_id": f"newcomer-{n}"} if with_users else {})}
+                broker.enqueue_many(labelled_messages([("newcomer", options)]))
+            return USERS_NEWCOMERS
+
+        rate, figures = drain_labelled(
+            w, f"users {name.replace('_', ' ')}", flood * w.settings.jobs, newcomers
+        )
+        result[f"{name}_drain_jobs_per_s"] = round(rate, 1)
+        newcomer = figures.get("newcomer", {})
+        for key in ("wait_p50_ms", "wait_p95_ms"):
+            result[f"{name}_newcomer_{key}"] = _round(newcomer.get(key))
 
 
 def _read_line(w: Workload, proc: subprocess.Popen[bytes], timeout_s: float) -> bytes:
@@ -823,6 +868,13 @@ def print_table(results: list[dict[str, Any]]) -> None:
             jobs, rate = r.get("jobs"), r.get("fair_drain_jobs_per_s")
             if r.get("fairness_cost_percent") is not None:
                 note = (note + f" fairness cost {r['fairness_cost_percent']:.1f}%").strip()
+        elif r["workload"] == "users":
+            jobs, rate = r.get("jobs"), r.get("with_rounds_drain_jobs_per_s")
+            if r.get("with_rounds_newcomer_wait_p95_ms") is not None:
+                note = (
+                    note + f" newcomer wait p95 {r['with_rounds_newcomer_wait_p95_ms']:.0f} ms"
+                    f" (FIFO: {r.get('without_rounds_newcomer_wait_p95_ms') or 0:.0f} ms)"
+                ).strip()
         else:
             jobs, rate = r.get("completed"), r.get("completed_jobs_per_s")
             if r.get("backlog_at_end"):
@@ -851,6 +903,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
     for r in results:
         if r["workload"] == "tiers" and "share_under_saturation" in r:
             console.print(tiers_table(r))
+        if r["workload"] == "users" and "with_rounds_newcomer_wait_p95_ms" in r:
+            console.print(users_table(r))
 
 
 def tiers_table(r: dict[str, Any]) -> Table:
@@ -872,6 +926,26 @@ def tiers_table(r: dict[str, Any]) -> Table:
             "-" if share is None else f"{share:.3f}",
             "-" if r["wait_p50_ms"][tier] is None else f"{r['wait_p50_ms'][tier]:.0f}",
             "-" if r["wait_p95_ms"][tier] is None else f"{r['wait_p95_ms'][tier]:.0f}",
+        )
+    return table
+
+
+def users_table(r: dict[str, Any]) -> Table:
+    """The users workload: a newcomer's wait behind another user's flood, with and
+    without user rounds."""
+    table = Table(
+        title="receiptq bench: users",
+        caption=f"{r['jobs']} jobs of one user queued, then {r['newcomers']} other users send "
+        "one job each while they drain; wait = from a newcomer's send to its start.",
+    )
+    for header in ("claim order", "drain jobs/s", "newcomer wait p50 ms", "p95 ms"):
+        table.add_column(header, justify="left" if header == "claim order" else "right")
+    for name, title in (("without_rounds", "FIFO in the tier"), ("with_rounds", "user rounds")):
+        table.add_row(
+            title,
+            f"{r.get(f'{name}_drain_jobs_per_s') or 0:.0f}",
+            f"{r.get(f'{name}_newcomer_wait_p50_ms') or 0:.0f}",
+            f"{r.get(f'{name}_newcomer_wait_p95_ms') or 0:.0f}",
         )
     return table
 
