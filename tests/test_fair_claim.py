@@ -178,3 +178,35 @@ def test_consumer_shares_claims_fairly_once_tiered_jobs_arrive(broker, ocr):
         assert seen.count("free") == pytest.approx(50, abs=12)
     finally:
         consumer.close()
+
+
+def test_actor_cap_holds_across_real_worker_processes_and_leaves_other_actors_alone(
+    database_url, conn
+):
+    """2 processes x 4 threads on a queue two actors share, one capped at 2: that one
+    peaks at exactly 2, while the other runs beside it beyond the cap."""
+    conn.execute("CREATE TABLE test_actor_spans (actor text, job_no integer, edge integer,"
+                 " at timestamptz)")  # fmt: skip
+    db.execute(conn, "actor_cap_set", {"queue": "mixed", "actor": "mixed_capped", "max_running": 2})
+    producer = PostgresBroker(database_url)
+    dramatiq.set_broker(producer)
+    kinds = [dramatiq.actor(lambda job_no: None, actor_name=name, queue_name="mixed")
+             for name in ("mixed_capped", "mixed_free")]  # fmt: skip
+    producer.enqueue_many([kind.message(n) for n in range(16) for kind in kinds])
+    workers = start_workers(database_url, processes=2, threads=4)
+    try:
+        producer.join("mixed", timeout=60_000)
+    finally:
+        stop(workers)
+        producer.close()
+    peaks = {
+        r["actor"]: r["peak"]
+        for r in conn.execute(
+            "SELECT actor, max(running) AS peak FROM (SELECT actor, sum(edge) OVER"
+            " (PARTITION BY actor ORDER BY at, edge) AS running FROM test_actor_spans) AS s"
+            " GROUP BY actor"
+        )
+    }
+    assert conn.execute("SELECT count(*) AS n FROM test_actor_spans").fetchone()["n"] == 64
+    assert peaks["mixed_capped"] == 2
+    assert peaks["mixed_free"] > 2, peaks

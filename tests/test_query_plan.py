@@ -100,9 +100,13 @@ def test_claim_over_a_large_backlog_reads_the_index_in_order_without_sorting(con
     conn.execute("ANALYZE receiptq.jobs")
     params = {"queue": "ocr", **CLAIM}
     nodes = list(plan_nodes(explain(conn, "job_claim_classes", params)))
-    assert [n["Node Type"] for n in nodes if n["Node Type"] in ("Sort", "Seq Scan")] == [], (
-        json.dumps(nodes, indent=1)
-    )
+    sorts_or_job_scans = [
+        n["Node Type"]
+        for n in nodes
+        if n["Node Type"] == "Sort"
+        or (n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "jobs")
+    ]
+    assert sorts_or_job_scans == [], json.dumps(nodes, indent=1)
     assert any(
         n["Node Type"] == "Index Scan" and n.get("Index Name") == "jobs_claim_idx" for n in nodes
     ), json.dumps(nodes, indent=1)

@@ -24,12 +24,14 @@ def test_pause_resume_and_cap_are_listed_and_honoured_by_the_claim(broker, capsy
         ocr_receipt.send(n)
     code, out, _ = run(capsys, "queue", "pause", "ocr", "--json", "--url", database_url)
     assert code == 0
-    assert json.loads(out) == {"ocr": {"paused": True, "max_running": None, "running": 0}}
+    assert json.loads(out) == {
+        "ocr": {"paused": True, "max_running": None, "running": 0, "actors": {}}
+    }
     assert broker.claim("ocr", 10) == []
 
     run(capsys, "queue", "resume", "ocr", "--url", database_url)
     code, out, _ = run(capsys, "queue", "cap", "ocr", "2", "--json", "--url", database_url)
-    assert json.loads(out)["ocr"] == {"paused": False, "max_running": 2, "running": 0}
+    assert json.loads(out)["ocr"] == {"paused": False, "max_running": 2, "running": 0, "actors": {}}
     assert len(broker.claim("ocr", 10)) == 2
 
     code, out, _ = run(capsys, "queue", "list", "--json", "--url", database_url)
@@ -46,3 +48,44 @@ def test_hostile_queue_name_and_bad_cap_are_refused(capsys, database_url):
     except SystemExit as exc:  # argparse rejects it before anything runs
         code = exc.code
     assert code == 2
+
+
+def test_actor_cap_is_listed_and_bounds_only_that_actors_jobs(broker, capsys, database_url):
+    @dramatiq.actor(queue_name="shared")
+    def ocr_receipt(n):
+        pass
+
+    @dramatiq.actor(queue_name="shared")
+    def send_email(n):
+        pass
+
+    broker.enqueue_many([ocr_receipt.message(n) for n in range(5)])
+    broker.enqueue_many([send_email.message(n) for n in range(5)])
+    argv = ("queue", "cap", "shared", "2", "--actor", "ocr_receipt", "--json", "--url")
+    code, out, err = run(capsys, *argv, database_url)
+    assert code == 0 and err == ""
+    assert json.loads(out)["shared"]["actors"] == {"ocr_receipt": {"max_running": 2, "running": 0}}
+    assert broker.claim_path("shared") == "locked"
+    # The fast paths refuse the queue; the claim function takes 2 OCR jobs and every email.
+    assert broker.claim("shared", 20, path="fair") == []
+    claimed = broker.claim("shared", 20)
+    assert sorted(m.actor_name for m in claimed) == ["ocr_receipt"] * 2 + ["send_email"] * 5
+    assert broker.claim("shared", 20) == []
+    broker.finish(claimed[0])
+    assert broker.wait_for_acks(5)
+    assert [m.actor_name for m in broker.claim("shared", 20)] == ["ocr_receipt"]
+
+    code, out, _ = run(capsys, "queue", "list", "--url", database_url)
+    assert "actor caps" in out and "ocr_receipt" in out
+    run(capsys, "queue", "cap", "shared", "none", "--actor", "ocr_receipt", "--url", database_url)
+    assert broker.claim_path("shared") == "plain"
+    assert len(broker.claim("shared", 20)) == 2
+
+
+def test_actor_cap_warns_about_an_actor_never_seen_and_refuses_a_bad_name(capsys, database_url):
+    code, _, err = run(capsys, "queue", "cap", "ocr", "1", "--actor", "nope", "--url", database_url)
+    assert code == 0 and "no job of actor 'nope' was seen on queue 'ocr'" in err
+    code, _, err = run(
+        capsys, "queue", "cap", "ocr", "1", "--actor", "x'; drop", "--url", database_url
+    )
+    assert code == 2 and "invalid actor name" in err

@@ -54,3 +54,24 @@ def capped(job_no: int) -> None:
     _execute(
         "INSERT INTO test_spans (job_no, edge, at) VALUES (%s, -1, clock_timestamp())", (job_no,)
     )
+
+
+def _spanned(actor: str, job_no: int) -> None:
+    """Notes start and end of a 0.1 s job in test_actor_spans (peak concurrency per actor)."""
+    statement = (
+        "INSERT INTO test_actor_spans (actor, job_no, edge, at)"
+        " VALUES (%s, %s, %s, clock_timestamp())"
+    )
+    _execute(statement, (actor, job_no, 1))
+    time.sleep(0.1)
+    _execute(statement, (actor, job_no, -1))
+
+
+@dramatiq.actor(queue_name="mixed", max_retries=0)
+def mixed_capped(job_no: int) -> None:
+    _spanned("mixed_capped", job_no)
+
+
+@dramatiq.actor(queue_name="mixed", max_retries=0)
+def mixed_free(job_no: int) -> None:
+    _spanned("mixed_free", job_no)

@@ -70,8 +70,8 @@ FROM receiptq.claim_jobs(%(queue)s, %(worker_id)s, %(lease_s)s, %(limit)s,
 -- id) order (user rounds: migration 0006).
 -- The claimer's stride arithmetic (receiptq.tiers.quotas) chose the quotas, so
 -- no window function, sort or plpgsql is needed; a class that returns nothing is
--- idle. A queue that is paused or capped meanwhile gets nothing here (claim_jobs
--- honours those), so a cap is never exceeded. LATERAL ... LIMIT: one probe of
+-- idle. A queue that is paused or capped (or has a capped actor) meanwhile gets
+-- nothing here (claim_jobs honours those), so a cap is never exceeded. LATERAL ... LIMIT: one probe of
 -- the claim index per class, whatever the statistics say.
 WITH claimable AS (
     SELECT x.id
@@ -88,6 +88,7 @@ WITH claimable AS (
     WHERE c.quota > 0
       AND NOT EXISTS (SELECT 1 FROM receiptq.queue_settings AS s
                       WHERE s.queue = %(queue)s AND (s.paused OR s.max_running IS NOT NULL))
+      AND NOT EXISTS (SELECT 1 FROM receiptq.actor_caps AS a WHERE a.queue = %(queue)s)
 )
 UPDATE receiptq.jobs AS j
 SET state = 'running',

@@ -16,19 +16,56 @@ INSERT INTO receiptq.queue_settings AS s (queue, max_running) VALUES (%(queue)s,
 ON CONFLICT (queue) DO UPDATE SET max_running = excluded.max_running, updated_at = now();
 
 -- name: queue_settings_list
--- Every queue with settings, with its live running count.
-SELECT s.queue, s.paused, s.max_running, s.updated_at,
+-- Every queue with settings or a capped actor, with its live running count.
+WITH queues AS (
+    SELECT queue FROM receiptq.queue_settings
+    UNION
+    SELECT queue FROM receiptq.actor_caps
+)
+SELECT q.queue, coalesce(s.paused, false) AS paused, s.max_running, s.updated_at,
        (SELECT count(*) FROM receiptq.jobs AS j
-        WHERE j.queue = s.queue AND j.state = 'running')::integer AS running
-FROM receiptq.queue_settings AS s
-ORDER BY s.queue;
+        WHERE j.queue = q.queue AND j.state = 'running')::integer AS running
+FROM queues AS q
+LEFT JOIN receiptq.queue_settings AS s ON s.queue = q.queue
+ORDER BY q.queue;
 
 -- name: queue_claim_path
--- How a queue must be claimed: restricted (paused or capped: through claim_jobs),
--- and whether it has queued jobs with a tier (claims shared across the classes).
+-- How a queue must be claimed: restricted (paused, capped, or with a capped
+-- actor: through claim_jobs), and whether it has queued jobs with a tier (claims
+-- shared across the classes).
 SELECT EXISTS (SELECT 1 FROM receiptq.queue_settings AS s
                WHERE s.queue = %(queue)s AND (s.paused OR s.max_running IS NOT NULL))
+       OR EXISTS (SELECT 1 FROM receiptq.actor_caps AS c WHERE c.queue = %(queue)s)
            AS restricted,
        EXISTS (SELECT 1 FROM receiptq.jobs AS j
                WHERE j.queue = %(queue)s AND j.state = 'queued'
                  AND coalesce(j.tier, '') > '') AS tiered;
+
+-- name: actor_cap_set
+-- Cap the running jobs of one actor of a queue across all workers (claim_jobs
+-- enforces it, migration 0006).
+INSERT INTO receiptq.actor_caps AS c (queue, actor, max_running)
+VALUES (%(queue)s, %(actor)s, %(max_running)s)
+ON CONFLICT (queue, actor) DO UPDATE SET max_running = excluded.max_running, updated_at = now();
+
+-- name: actor_cap_clear
+-- Remove an actor's cap.
+DELETE FROM receiptq.actor_caps WHERE queue = %(queue)s AND actor = %(actor)s;
+
+-- name: actor_caps_list
+-- Every actor cap, with the actor's live running count.
+SELECT c.queue, c.actor, c.max_running, c.updated_at,
+       (SELECT count(*) FROM receiptq.jobs AS j
+        WHERE j.queue = c.queue AND j.actor = c.actor AND j.state = 'running')::integer
+           AS running
+FROM receiptq.actor_caps AS c
+ORDER BY c.queue, c.actor;
+
+-- name: actor_seen_on_queue
+-- Whether a job of an actor was ever seen on a queue (queued, running, dead or
+-- counted in the statistics): a cap set elsewhere would never apply.
+SELECT EXISTS (SELECT 1 FROM receiptq.jobs WHERE queue = %(queue)s AND actor = %(actor)s)
+       OR EXISTS (SELECT 1 FROM receiptq.dead_letters
+                  WHERE queue = %(queue)s AND actor = %(actor)s)
+       OR EXISTS (SELECT 1 FROM receiptq.stats_minute
+                  WHERE queue = %(queue)s AND actor = %(actor)s) AS seen;

@@ -1,4 +1,5 @@
--- 0006_user_rounds: fairness between the users of one tier class.
+-- 0006_user_rounds_actor_caps: fairness between the users of one tier class,
+-- and concurrency caps per actor.
 --
 -- Without it, one user's 50,000 queued receipts delay another user's first
 -- receipt of the same tier and priority by all 50,000. With it, a job sent with a
@@ -68,7 +69,24 @@ CREATE TRIGGER jobs_user_round_delay
     FOR EACH ROW WHEN (NEW.user_round > 0 AND NEW.run_at > now())
     EXECUTE FUNCTION receiptq.assign_user_round();
 
--- claim_jobs (0002) with the rounds in each class's order, and each row's round.
+-- Actor caps: a queue cap (queue_settings.max_running) bounds all of a queue's
+-- jobs; an actor cap bounds the running jobs of one actor of a queue (e.g. at
+-- most 4 ocr_receipt jobs on a queue that other actors share). Both are enforced
+-- at claim time by claim_jobs under advisory locks, so no number of workers ever
+-- exceeds them; a queue with an actor cap is always claimed through claim_jobs.
+CREATE TABLE receiptq.actor_caps (
+    queue       text        NOT NULL,
+    actor       text        NOT NULL,
+    max_running integer     NOT NULL CHECK (max_running >= 0),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (queue, actor)
+);
+
+-- claim_jobs (0002) with the rounds in each class's order, each row's round, and
+-- actor caps: for each capped actor of the queue, in name order after the queue
+-- cap's lock (one lock order for every claimer, so no deadlock), an advisory
+-- lock, then its running count. A claim takes no job of an actor at its cap (the
+-- candidates skip it) and at most the slots left of the others.
 DROP FUNCTION receiptq.claim_jobs(text, text, float8, integer, text[], float8[], float8[],
                                   integer[]);
 CREATE FUNCTION receiptq.claim_jobs(
@@ -90,6 +108,10 @@ DECLARE
     v_cap     integer;
     v_limit   integer := p_limit;
     v_running integer;
+    v_capped  record;
+    v_actors  text[] := '{}';   -- capped actors of the queue ...
+    v_left    integer[] := '{}'; -- ... and how many more of each may run
+    v_full    text[] := '{}';   -- capped actors with no slot left
 BEGIN
     SELECT s.paused, s.max_running INTO v_paused, v_cap
     FROM receiptq.queue_settings AS s WHERE s.queue = p_queue;
@@ -105,6 +127,21 @@ BEGIN
             RETURN;
         END IF;
     END IF;
+    FOR v_capped IN
+        SELECT c.actor, c.max_running FROM receiptq.actor_caps AS c
+        WHERE c.queue = p_queue ORDER BY c.actor
+    LOOP
+        -- (receiptq actor caps, queue/actor)
+        PERFORM pg_advisory_xact_lock(72635411, hashtext(p_queue || '/' || v_capped.actor));
+        SELECT count(*) INTO v_running
+        FROM receiptq.jobs AS j
+        WHERE j.queue = p_queue AND j.actor = v_capped.actor AND j.state = 'running';
+        v_actors := v_actors || v_capped.actor;
+        v_left := v_left || greatest(v_capped.max_running - v_running, 0);
+        IF v_capped.max_running <= v_running THEN
+            v_full := v_full || v_capped.actor;
+        END IF;
+    END LOOP;
 
     RETURN QUERY
     WITH classes AS (
@@ -112,16 +149,17 @@ BEGIN
         FROM unnest(p_classes, p_passes, p_weights, p_quotas) AS c(cls, pass, weight, quota)
     ),
     candidates AS (
-        SELECT c.cls, x.id, x.priority, x.run_at,
+        SELECT c.cls, x.id, x.priority, x.run_at, x.actor,
                c.pass + (row_number() OVER (PARTITION BY c.cls
                                             ORDER BY x.priority, x.user_round, x.run_at, x.id))
                         / c.weight AS vtime
         FROM classes AS c
         CROSS JOIN LATERAL (
-            SELECT j.id, j.priority, j.user_round, j.run_at
+            SELECT j.id, j.priority, j.user_round, j.run_at, j.actor
             FROM receiptq.jobs AS j
             WHERE j.queue = p_queue AND coalesce(j.tier, '') = c.cls
               AND j.state = 'queued' AND j.run_at <= now()
+              AND j.actor <> ALL (v_full)
             ORDER BY j.priority, j.user_round, j.run_at, j.id
             LIMIT least(v_limit, c.quota)
             FOR UPDATE SKIP LOCKED
@@ -132,8 +170,16 @@ BEGIN
         FROM classes AS c
         WHERE NOT EXISTS (SELECT 1 FROM candidates AS k WHERE k.cls = c.cls)
     ),
+    within_caps AS (
+        SELECT k.*
+        FROM (SELECT k.*, row_number() OVER (PARTITION BY k.actor
+                                             ORDER BY k.vtime, k.priority, k.run_at, k.id) AS nth
+              FROM candidates AS k) AS k
+        LEFT JOIN unnest(v_actors, v_left) AS a(actor, slots) ON a.actor = k.actor
+        WHERE a.slots IS NULL OR k.nth <= a.slots
+    ),
     chosen AS (
-        SELECT k.id FROM candidates AS k
+        SELECT k.id FROM within_caps AS k
         ORDER BY k.vtime, k.priority, k.run_at, k.id
         LIMIT v_limit
     )
