@@ -193,6 +193,14 @@ class PostgresBroker(Broker):
                 yield conn
 
     @contextmanager
+    def pool_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection from this process's pool (autocommit), never a transaction
+        bound with :meth:`transaction`: for writes that must commit on their own at
+        once, whatever the caller's transaction does (e.g. circuit-breaker state)."""
+        with self._get_pool().connection() as conn:
+            yield conn
+
+    @contextmanager
     def transaction(self, conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
         """Send messages inside the caller's own transaction on ``conn``.
 

@@ -29,7 +29,17 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from receiptq import __version__, bench, config, db, demo, monitor, queue_cli, receipts_cli
+from receiptq import (
+    __version__,
+    bench,
+    breakers_cli,
+    config,
+    db,
+    demo,
+    monitor,
+    queue_cli,
+    receipts_cli,
+)
 from receiptq.broker import MessageError, PostgresBroker
 from receiptq.web import cli as web_cli
 from receiptq.web import top as web_top
@@ -687,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     web_cli.add_parser(sub)
     web_top.add_parser(sub)
     receipts_cli.add_parser(sub)
+    breakers_cli.add_parser(sub)
     return parser
 
 

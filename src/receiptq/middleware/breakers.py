@@ -16,6 +16,12 @@ put back until the breaker may half-open, without using up an attempt::
 Settings per service: ``RECEIPTQ_BREAKER_<NAME>_FAIL_MAX`` (consecutive
 failures that open it, default 5) and ``RECEIPTQ_BREAKER_<NAME>_RESET_S`` (how
 long it stays open, default 30), or :func:`configure_breaker` in code.
+
+An opening lasts the row's ``reset_timeout_s`` from its ``opened_at``: the
+opening process's reset timeout, or the duration an operator gave to
+``receiptq breakers open NAME --for D``; every process and the middleware go by
+the row, so the breaker half-opens at the same instant everywhere.
+``receiptq breakers reset`` closes a breaker at once.
 """
 
 from __future__ import annotations
@@ -26,16 +32,17 @@ import re
 import threading
 import weakref
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import dramatiq
+import psycopg
 import pybreaker
 from dramatiq.broker import Broker
 from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, SkipMessage
-from psycopg_pool import ConnectionPool
 
 from receiptq import db
 from receiptq.broker import JobProxy, PostgresBroker
@@ -62,6 +69,8 @@ MIN_POSTPONE_MS = 500
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 T = TypeVar("T")
+#: Lends a connection that commits on its own (``PostgresBroker.pool_connection``).
+Connect = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 
 
 @dataclass(frozen=True)
@@ -108,13 +117,13 @@ class PostgresBreakerStorage(pybreaker.CircuitBreakerStorage):
 
     ``opened_at`` is stamped with the database clock, whatever pybreaker passes,
     so that every host measures the reset timeout from the same instant.
+    ``connect`` lends a connection outside any caller's transaction;
+    ``settings.reset_timeout_s`` must be the breaker's ``reset_timeout``.
     """
 
-    def __init__(
-        self, name: str, pool: Callable[[], ConnectionPool], settings: BreakerSettings
-    ) -> None:
+    def __init__(self, name: str, connect: Connect, settings: BreakerSettings) -> None:
         super().__init__(validate_breaker_name(name))
-        self._pool = pool
+        self._connect = connect
         self.settings = settings
         self._register()
 
@@ -126,11 +135,11 @@ class PostgresBreakerStorage(pybreaker.CircuitBreakerStorage):
         )
 
     def _run(self, query: str, **params: Any) -> dict[str, Any] | None:
-        with self._pool().connection() as conn:
+        with self._connect() as conn:
             return db.fetch_one(conn, query, {"name": self.name, **params})
 
     def _write(self, query: str, **params: Any) -> None:
-        with self._pool().connection() as conn:
+        with self._connect() as conn:
             db.execute(conn, query, {"name": self.name, **params})
 
     def _row(self) -> dict[str, Any]:
@@ -171,12 +180,22 @@ class PostgresBreakerStorage(pybreaker.CircuitBreakerStorage):
 
     @property
     def opened_at(self) -> datetime | None:
-        value = self._row()["opened_at"]
-        return value if isinstance(value, datetime) else None
+        """When the current opening began, as this process's reset timeout counts it.
+
+        pybreaker lets an open breaker half-open once ``opened_at`` plus the
+        process's own reset timeout has passed; the row says when the opening ends
+        (``opened_at + reset_timeout_s``: the opener's timeout, or an operator's
+        forced duration). This is that end minus this process's reset timeout, so
+        every process half-opens the breaker when the database says.
+        """
+        value = self._row()["half_open_at"]
+        if not isinstance(value, datetime):
+            return None
+        return value - timedelta(seconds=self.settings.reset_timeout_s)
 
     @opened_at.setter
     def opened_at(self, now: datetime) -> None:
-        self._write("breaker_mark_opened")
+        self._write("breaker_mark_opened", reset_timeout_s=self.settings.reset_timeout_s)
 
 
 class SharedCircuitBreaker(pybreaker.CircuitBreaker):
@@ -234,7 +253,7 @@ def get_breaker(name: str, *, broker: Broker | None = None) -> SharedCircuitBrea
         breaker = breakers.get(name)
         if breaker is None:
             settings = breaker_settings(name)
-            storage = PostgresBreakerStorage(name, pg_broker._get_pool, settings)
+            storage = PostgresBreakerStorage(name, pg_broker.pool_connection, settings)
             breaker = SharedCircuitBreaker(
                 fail_max=settings.fail_max,
                 reset_timeout=settings.reset_timeout_s,
@@ -249,7 +268,7 @@ def get_breaker(name: str, *, broker: Broker | None = None) -> SharedCircuitBrea
 
 def open_breaker_wait_ms(broker: PostgresBroker, names: Iterable[str]) -> int:
     """Milliseconds until every named breaker that is open may half-open (0: none is open)."""
-    with broker._get_pool().connection() as conn:
+    with broker.pool_connection() as conn:
         row = db.fetch_one(conn, "breaker_open_wait", {"names": list(names)})
     return int(row["wait_ms"]) if row is not None and row["wait_ms"] is not None else 0
 

@@ -1,16 +1,21 @@
 -- Named queries on receiptq.breakers (shared circuit-breaker state).
 
 -- name: breaker_register
--- Create a breaker's row closed, or refresh its settings; returns its state.
+-- Create a breaker's row closed, or refresh its settings; returns its state. An
+-- open breaker keeps its reset_timeout_s: it times the current opening.
 INSERT INTO receiptq.breakers (name, fail_max, reset_timeout_s)
 VALUES (%(name)s, %(fail_max)s, %(reset_timeout_s)s)
-ON CONFLICT (name) DO UPDATE SET fail_max = excluded.fail_max,
-                                 reset_timeout_s = excluded.reset_timeout_s
+ON CONFLICT (name) DO UPDATE
+SET fail_max = excluded.fail_max,
+    reset_timeout_s = CASE WHEN breakers.state = 'open' THEN breakers.reset_timeout_s
+                           ELSE excluded.reset_timeout_s END
 RETURNING state;
 
 -- name: breaker_get
--- One breaker's state and counters.
-SELECT name, state, fail_counter, success_counter, opened_at FROM receiptq.breakers
+-- One breaker's state and counters, and when it may half-open if open.
+SELECT name, state, fail_counter, success_counter, opened_at,
+       opened_at + make_interval(secs => reset_timeout_s) AS half_open_at
+FROM receiptq.breakers
 WHERE name = %(name)s;
 
 -- name: breaker_set_state
@@ -38,8 +43,11 @@ UPDATE receiptq.breakers SET success_counter = 0, updated_at = now()
 WHERE name = %(name)s AND success_counter <> 0;
 
 -- name: breaker_mark_opened
--- Note when the breaker opened, on the database clock (one clock for every host).
-UPDATE receiptq.breakers SET opened_at = now(), updated_at = now() WHERE name = %(name)s;
+-- Note when the breaker opened, on the database clock (one clock for every host),
+-- and how long this opening lasts (the opening process's reset timeout).
+UPDATE receiptq.breakers
+SET opened_at = now(), reset_timeout_s = %(reset_timeout_s)s, updated_at = now()
+WHERE name = %(name)s;
 
 -- name: breaker_open_wait
 -- Milliseconds until the latest of the named open breakers may half-open
@@ -57,3 +65,24 @@ SELECT name, state, fail_counter, fail_max, reset_timeout_s, opened_at,
            AS closes_at
 FROM receiptq.breakers
 ORDER BY name;
+
+-- name: breaker_reset
+-- Close breakers at once (an operator's reset: counters zeroed, opened_at cleared),
+-- by names or all; returns each one closed with the state it was in.
+UPDATE receiptq.breakers AS b
+SET state = 'closed', fail_counter = 0, success_counter = 0, opened_at = NULL,
+    updated_at = now()
+FROM (SELECT name, state FROM receiptq.breakers
+      WHERE %(all)s OR name = ANY(%(names)s::text[])
+      FOR UPDATE) AS previous
+WHERE b.name = previous.name
+RETURNING b.name, previous.state AS previous_state;
+
+-- name: breaker_force_open
+-- Open a breaker now for for_s seconds (an operator's maintenance window), on the
+-- database clock: every process refuses its calls until then, then half-opens it.
+UPDATE receiptq.breakers
+SET state = 'open', opened_at = now(), reset_timeout_s = %(for_s)s, success_counter = 0,
+    updated_at = now()
+WHERE name = %(name)s
+RETURNING name;
