@@ -8,6 +8,7 @@ import json
 import pytest
 
 from receiptq import db, demo
+from receiptq.services import receipts
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -46,6 +47,9 @@ def test_demo_processes_every_receipt_checks_the_truth_and_clears_it_for_the_nex
     assert summary["emails_delivered"] == summary["notified"] == 5 - summary["expected_failed"]
     assert summary["jobs_retried"] == 0
     assert summary["dead_letters"] == summary["expected_failed"]
+    assert summary["stuck"] == 0  # the failed receipts' OCR jobs are dead letters: finished
+    assert summary["statuses"]["notified"] == summary["notified"]
+    assert sum(summary["statuses"].values()) == 5
     assert summary["throughput_receipts_per_s"] > 0
     assert summary["ocr_p50_ms"] is not None
     emails = db.fetch_one(conn, "email_count")["emails"]
@@ -60,7 +64,9 @@ def test_demo_processes_every_receipt_checks_the_truth_and_clears_it_for_the_nex
     assert summary["accounted"] is True
     assert summary["receipts"] == 5
     assert summary["jobs_retried"] > 0
-    assert len(db.fetch_all(conn, "receipt_list", {"status": None, "limit": None})) == 5
+    # No job left: every receipt is processed, or stuck (a job of it is a dead letter).
+    assert summary["processed"] + summary["stuck"] == 5
+    assert len(receipts.list_receipts(conn)) == 5
 
 
 def test_demo_options_are_validated():

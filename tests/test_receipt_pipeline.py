@@ -100,8 +100,7 @@ def test_receipts_flow_through_real_workers_to_notified_with_match_and_email(
     try:
 
         def settled() -> bool:
-            statuses = {r["id"]: r["status"] for r in db.fetch_all(
-                conn, "receipt_list", {"status": None, "limit": None})}  # fmt: skip
+            statuses = {r["id"]: r["status"] for r in receipts.list_receipts(conn)}
             return all(statuses[i] in ("notified", "failed") for i in ids.values())
 
         wait_until(settled, 90, "every receipt to be notified or failed")
@@ -148,7 +147,7 @@ def test_a_rolled_back_submit_leaves_neither_receipt_nor_job(receipt_actors, dat
             receipt_id = actors.submit_receipt(user["id"], image, app_conn, broker=sender)
             assert receipt_id > 0
             raise Rollback
-    assert db.fetch_all(conn, "receipt_list", {"status": None, "limit": None}) == []
+    assert receipts.list_receipts(conn) == []
     assert jobs_in(conn) == 0
 
     # Committed, the same call leaves one receipt and its first job.
@@ -166,7 +165,7 @@ def test_submitting_for_an_unknown_user_or_an_empty_image_stores_nothing(receipt
         actors.submit_receipt(user["id"] + 99, b"image", broker=sender)
     with pytest.raises(ValueError, match="empty"):
         actors.submit_receipt(user["id"], b"", broker=sender)
-    assert db.fetch_all(conn, "receipt_list", {"status": None, "limit": None}) == []
+    assert receipts.list_receipts(conn) == []
     assert jobs_in(conn) == 0
 
 

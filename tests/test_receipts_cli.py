@@ -80,7 +80,7 @@ def test_submit_refuses_an_unknown_user_or_a_missing_file_and_stores_nothing(
                        "--user", "bo@example.test", "--url", url)  # fmt: skip
     assert code == 2
     assert "missing.png" in err
-    assert db.fetch_all(conn, "receipt_list", {"status": None, "limit": None}) == []
+    assert receipts.list_receipts(conn) == []
     assert conn.execute("SELECT count(*) AS n FROM receiptq.jobs").fetchone()["n"] == 0
 
 

@@ -10,9 +10,10 @@ and pipeline in one transaction each, users of mixed tiers), and runs
 ``dramatiq receiptq.actors`` while a live view shows the receipts and queues.
 The summary checks the outcome against the generated truth: receipts processed,
 matched correctly, emails delivered, jobs retried, postponed by an open circuit
-breaker, dead letters, throughput (``--json``: as JSON). ``--fail-rate`` makes
-the OCR and SMTP services fail part of the time. Exit status 0 when every
-receipt was accounted for.
+breaker, dead letters, receipts per status and stuck (nothing will process them:
+a job of theirs is a dead letter, or none is left), throughput (``--json``: as
+JSON). ``--fail-rate`` makes the OCR and SMTP services fail part of the time.
+Exit status 0 when every receipt was accounted for.
 """
 
 from __future__ import annotations
@@ -303,13 +304,6 @@ def start_workers(
         )
 
 
-def receipt_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    counts = dict.fromkeys(receipts.STATUSES, 0)
-    for row in db.fetch_all(conn, "receipt_status_counts"):
-        counts[row["status"]] = int(row["receipts"])
-    return counts
-
-
 def unfinished_jobs(snap: dict[str, Any]) -> int:
     queues = snap["queues"]
     return sum(
@@ -320,7 +314,7 @@ def unfinished_jobs(snap: dict[str, Any]) -> int:
 
 
 def status_table(snap: dict[str, Any], stats: dict[str, Totals], counts: dict[str, int]) -> Table:
-    title = "receipts: " + ", ".join(f"{counts[s]} {s}" for s in receipts.STATUSES)
+    title = "receipts: " + ", ".join(f"{n} {status}" for status, n in counts.items())
     table = Table(title=title, title_justify="left")
     table.add_column("queue")
     for name in ("queued", "scheduled", "running", "done", "retried", "postponed", "dead"):
@@ -364,7 +358,7 @@ def watch(
     with Live(progress, console=console, refresh_per_second=4) as live:
         while True:
             snap = monitor.snapshot(conn)
-            counts = receipt_counts(conn)
+            counts = receipts.status_counts(conn)
             progress.update(task, completed=counts["notified"] + counts["failed"])
             live.update(Group(progress, status_table(snap, run_stats.per_queue(), counts)))
             if unfinished_jobs(snap) == 0:
@@ -457,7 +451,7 @@ def check_truth(conn: psycopg.Connection[Any], uploads: list[Upload]) -> dict[st
     for upload in uploads:
         got = receipts.get_receipt(conn, upload.receipt_id)
         if got["status"] in ("uploaded", "read"):
-            continue  # its job is a dead letter (counted as stuck), not an outcome
+            continue  # stuck (counted as such) or still in flight: not an outcome
         if upload.expected == "failed":
             ok = got["status"] == "failed"
             key = "failed_correctly"
@@ -479,7 +473,7 @@ def summarize(
     finished: bool,
     wall_s: float,
 ) -> dict[str, Any]:
-    counts = receipt_counts(conn)
+    counts = receipts.status_counts(conn)
     snap = monitor.snapshot(conn)
     dead = sum(int(snap["queues"].get(q, {}).get("dead", 0)) for q in QUEUES)
     processed = counts["notified"] + counts["failed"]
@@ -492,7 +486,8 @@ def summarize(
         "processed": processed,
         "notified": counts["notified"],
         "failed": counts["failed"],
-        "stuck": len(uploads) - processed,
+        "stuck": counts["stuck"],
+        "statuses": counts,
         "expected_matched": sum(u.expected == "matched" for u in uploads),
         "expected_unmatched": sum(u.expected == "unmatched" for u in uploads),
         "expected_failed": sum(u.expected == "failed" for u in uploads),
@@ -532,7 +527,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("failed correctly (not an image)",
          f"{summary['failed_correctly']} of {summary['expected_failed']}"),
         ("wrong outcome", str(summary["wrong"])),
-        ("stuck (a job of theirs is a dead letter)", str(summary["stuck"])),
+        ("stuck (a dead letter, or no job left)", str(summary["stuck"])),
+        ("by status", ", ".join(f"{n} {s}" for s, n in summary["statuses"].items() if n)),
         ("emails delivered", str(summary["emails_delivered"])),
         ("jobs retried", str(summary["jobs_retried"])),
         ("jobs postponed (circuit breaker open)", str(summary["jobs_postponed"])),
@@ -551,4 +547,6 @@ def print_summary(summary: dict[str, Any]) -> None:
     else:
         why = "timed out" if summary["timeout"] else "counts do not add up"
         console.print(f"[red]not every receipt was accounted for ({why})[/red]")
-        print("see `receiptq receipts list` and `receiptq dead-letter list`", file=sys.stderr)
+        print(
+            "see `receiptq receipts list --stuck` and `receiptq dead-letter list`", file=sys.stderr
+        )

@@ -4,7 +4,9 @@
 pipeline (OCR -> matching -> email) in one transaction: either every file is
 submitted or none is. ``receipts show`` tells where a receipt is: uploaded,
 read, matched (with the score and the transaction) or unmatched (with the
-reason), notified, or failed (with the reason).
+reason), notified, or failed (with the reason), and whether it is stuck: no job
+of its pipeline is queued or running, so nothing will move it on (its job is a
+dead letter, or there is none left). ``receipts list --stuck`` lists those.
 """
 
 from __future__ import annotations
@@ -93,18 +95,35 @@ def run_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _status_text(row: dict[str, Any]) -> str:
+    """The status, and why a stuck receipt is stuck: "uploaded (stuck: dead letter 12)"."""
+    stuck = row["stuck"]
+    if stuck is None:
+        return str(row["status"])
+    if stuck["dead_letter_id"] is None:
+        return f"{row['status']} (stuck: no job)"
+    return f"{row['status']} (stuck: dead letter {stuck['dead_letter_id']})"
+
+
 def run_list(args: argparse.Namespace) -> int:
     with db.connect(_url(args)) as conn:
-        rows = db.fetch_all(conn, "receipt_list", {"status": args.status, "limit": args.limit})
+        rows = receipts.list_receipts(conn, status=args.status, stuck=args.stuck, limit=args.limit)
     if args.json:
         _json({"receipts": rows})
         return EXIT_OK
-    table = Table(title=f"receipts ({len(rows)})", title_justify="left")
+    title = f"{'stuck ' if args.stuck else ''}receipts ({len(rows)})"
+    table = Table(title=title, title_justify="left")
     for column in LIST_COLUMNS:
         table.add_column(column, justify="right" if column in ("id", "total", "score") else "left")
     table.add_column("reason")
     for row in rows:
-        table.add_row(*(_text(row[c]) for c in LIST_COLUMNS), _text(row["reason"]))
+        cells = [_status_text(row) if c == "status" else _text(row[c]) for c in LIST_COLUMNS]
+        table.add_row(*cells, _text(row["reason"]))
+    if any(row["stuck"] for row in rows):
+        table.caption = (
+            "stuck: nothing will process them; `receiptq receipts show ID` says why, "
+            "`receiptq dead-letter retry N` runs dead letter N again"
+        )
     Console().print(table)
     return EXIT_OK
 
@@ -112,12 +131,17 @@ def run_list(args: argparse.Namespace) -> int:
 def where(receipt: dict[str, Any]) -> str:
     """One sentence: where the receipt is in the pipeline."""
     status = receipt["status"]
-    stuck = receipt.get("dead_letter_id")
-    if stuck is not None and status in ("uploaded", "read"):
+    stuck = receipt.get("stuck")
+    if stuck is not None and stuck["dead_letter_id"] is not None:
+        dead = stuck["dead_letter_id"]
         return (
-            f"stuck: its {receipt['dead_letter_actor']} job is dead letter {stuck} "
-            f"({receipt['dead_letter_error_type']}: {receipt['dead_letter_error']}); "
-            f"`receiptq dead-letter retry {stuck}` runs it again"
+            f"stuck: its {stuck['actor']} job is dead letter {dead} ({stuck['error']}); "
+            f"`receiptq dead-letter retry {dead}` runs it again"
+        )
+    if stuck is not None:
+        return (
+            f"stuck: no {stuck['actor']} job of it is queued, running or dead-lettered "
+            "(its dead letter was purged, or it was never queued), so nothing will process it"
         )
     matched = (
         f"matched to transaction {receipt['transaction_id']} "
@@ -144,6 +168,7 @@ def run_show(args: argparse.Namespace) -> int:
         except receipts.UnknownReceipt as exc:
             _error(str(exc))
             return EXIT_FAILED
+        receipt["stuck"] = receipts.stuck_of(conn, args.id)
     receipt["where"] = where(receipt)
     if args.json:
         _json(receipt)
@@ -234,6 +259,11 @@ def add_parser(subparsers: Any) -> None:
 
     listing = sub.add_parser("list", parents=[common], help="receipts, newest first")
     listing.add_argument("--status", type=_status, help=f"one of {', '.join(receipts.STATUSES)}")
+    listing.add_argument(
+        "--stuck",
+        action="store_true",
+        help="only the receipts nothing will process (a job is a dead letter, or none is left)",
+    )
     listing.add_argument("--limit", type=_positive, default=100, help="default 100")
     listing.set_defaults(func=run_list)
 

@@ -36,6 +36,13 @@ from receiptq.services.parsing import parse_receipt
 
 #: A receipt's statuses, in pipeline order (see the 0005_receipts_app migration).
 STATUSES = ("uploaded", "read", "matched", "unmatched", "notified", "failed")
+#: The unfinished statuses, and the actor whose job moves a receipt on from each.
+NEXT_ACTOR = {
+    "uploaded": "ocr_receipt",
+    "read": "match_receipt",
+    "matched": "send_email",
+    "unmatched": "send_email",
+}
 #: The template of the email that ends a receipt's pipeline.
 RECEIPT_TEMPLATE = "receipt_processed"
 #: Largest image accepted at submission (bytes).
@@ -124,6 +131,61 @@ def get_receipt(conn: psycopg.Connection[Any], receipt_id: int) -> dict[str, Any
     if row is None:
         raise UnknownReceipt(f"no receipt {receipt_id}")
     return row
+
+
+def list_receipts(
+    conn: psycopg.Connection[Any],
+    *,
+    status: str | None = None,
+    stuck: bool = False,
+    receipt_id: int | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Receipts, newest first: all, or one, those in ``status``, and/or only the stuck
+    ones. One query, however many receipts.
+
+    Each has ``stuck``: None, or ``{"dead_letter_id", "actor", "error"}`` when the
+    receipt is unfinished and no job of its pipeline is queued or running, so nothing
+    will move it on. Either a job of it is a dead letter (its id, actor and
+    ``"ErrorType: message"``; ``receiptq dead-letter retry`` runs it again), or there is
+    no job of it at all (dead_letter_id and error None, actor the step it waits for):
+    its dead letter was purged, or its pipeline was never started. The database keeps
+    no trace of a purge, so the two cannot be told apart.
+    """
+    params = {"status": status, "stuck": stuck, "id": receipt_id, "limit": limit}
+    rows = db.fetch_all(conn, "receipt_list", params)
+    for row in rows:
+        dead = {
+            "dead_letter_id": row.pop("dead_letter_id"),
+            "actor": row.pop("dead_letter_actor"),
+            "error": row.pop("dead_letter_error"),
+        }
+        if dead["dead_letter_id"] is None:
+            dead["actor"] = NEXT_ACTOR.get(row["status"])
+        row["stuck"] = dead if row["stuck"] else None
+    return rows
+
+
+def stuck_of(conn: psycopg.Connection[Any], receipt_id: int) -> dict[str, Any] | None:
+    """Why nothing will move a receipt on (see :func:`list_receipts`), or None."""
+    rows = list_receipts(conn, receipt_id=receipt_id)
+    return rows[0]["stuck"] if rows else None
+
+
+def status_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """How many receipts are in each status, and ``stuck``: a stuck receipt counts as
+    stuck, not in its status, so the counts add up to the receipts."""
+    counts = dict.fromkeys((*STATUSES, "stuck"), 0)
+    with conn.transaction():
+        # Stuck ones first: a receipt stuck now is still in its status a moment later.
+        stuck = list_receipts(conn, stuck=True)
+        rows = db.fetch_all(conn, "receipt_status_counts")
+    for row in rows:
+        counts[row["status"]] = int(row["receipts"])
+    for row in stuck:
+        counts[row["status"]] -= 1
+        counts["stuck"] += 1
+    return counts
 
 
 # --- the pipeline's steps ----------------------------------------------------------------

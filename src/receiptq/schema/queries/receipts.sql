@@ -30,38 +30,70 @@ RETURNING id;
 SELECT id, user_id, status, image, image_path FROM app.receipts WHERE id = %(id)s;
 
 -- name: receipt_get
--- A receipt without its image, with its match and the matched transaction, if any,
--- and the newest dead letter of its OCR or matching job (a receipt stuck there).
+-- A receipt without its image, with its match and the matched transaction, if any
+-- (whether it is stuck: receipt_list, which `receipts show` asks with its id).
 SELECT r.id, r.user_id, u.email, r.status, r.reason, r.merchant, r.purchased_on, r.total,
        r.currency, r.raw_text, r.created_at, r.updated_at,
        m.score, m.transaction_id, t.posted_on AS transaction_posted_on,
        t.amount AS transaction_amount, t.currency AS transaction_currency,
-       t.description AS transaction_description,
-       dl.id AS dead_letter_id, dl.actor AS dead_letter_actor,
-       dl.error_type AS dead_letter_error_type, dl.error AS dead_letter_error
+       t.description AS transaction_description
 FROM app.receipts r
 JOIN app.users u ON u.id = r.user_id
 LEFT JOIN app.matches m ON m.receipt_id = r.id
 LEFT JOIN app.bank_transactions t ON t.id = m.transaction_id
-LEFT JOIN LATERAL (
-    SELECT d.id, d.actor, d.error_type, d.error
-    FROM receiptq.dead_letters AS d
-    WHERE d.actor IN ('ocr_receipt', 'match_receipt')
-      AND d.message -> 'args' ->> 0 = r.id::text
-    ORDER BY d.failed_at DESC
-    LIMIT 1
-) AS dl ON true
 WHERE r.id = %(id)s;
 
 -- name: receipt_list
--- Receipts, newest first, optionally in one status, with their match score.
-SELECT r.id, r.user_id, u.email, r.status, r.reason, r.merchant, r.purchased_on, r.total,
-       r.currency, m.score, m.transaction_id, r.updated_at
-FROM app.receipts r
-JOIN app.users u ON u.id = r.user_id
-LEFT JOIN app.matches m ON m.receipt_id = r.id
-WHERE (%(status)s::text IS NULL OR r.status = %(status)s)
-ORDER BY r.id DESC
+-- Receipts, newest first, with their match score: all, or one (id), one status, and/or
+-- only the stuck ones. A receipt is stuck when it is not finished (uploaded, read,
+-- matched, unmatched) and no job of its pipeline is queued or running: nothing will
+-- move it on. dead_letter_* is then the newest dead letter of its pipeline, or NULL when
+-- none is left (purged, or never queued). Set-based: one pass over the pipeline's jobs
+-- and dead letters, however many receipts are listed.
+WITH steps AS (
+    -- The pipeline's jobs (queued or running) and dead letters; a job sorts as the newest.
+    SELECT NULL::bigint AS dead_letter_id, actor, message, NULL AS error,
+           'infinity'::timestamptz AS failed_at
+    FROM receiptq.jobs
+    WHERE actor IN ('ocr_receipt', 'match_receipt', 'send_email')
+    UNION ALL
+    SELECT id, actor, message, concat_ws(': ', error_type, error), failed_at
+    FROM receiptq.dead_letters
+    WHERE actor IN ('ocr_receipt', 'match_receipt', 'send_email')
+),
+newest AS (
+    -- Per receipt id (the first argument; send_email's is in its context, the third):
+    -- a job if one is left, else the newest dead letter. A bigint key, so that it
+    -- merge-joins with the receipts in id order; an argument that is no id gives NULL.
+    SELECT DISTINCT ON (k.receipt_id) k.receipt_id, s.dead_letter_id, s.actor, s.error
+    FROM steps AS s
+    CROSS JOIN LATERAL (
+        SELECT CASE s.actor WHEN 'send_email' THEN s.message -> 'args' -> 2 ->> 'receipt_id'
+                            ELSE s.message -> 'args' ->> 0 END AS arg
+    ) AS a
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN a.arg ~ '^[0-9]{1,18}$' THEN a.arg::bigint END AS receipt_id
+    ) AS k
+    ORDER BY k.receipt_id, s.failed_at DESC, s.dead_letter_id DESC
+),
+listed AS (
+    SELECT r.id, r.user_id, u.email, r.status, r.reason, r.merchant, r.purchased_on,
+           r.total, r.currency, m.score, m.transaction_id, r.updated_at,
+           f.unfinished AND (p.receipt_id IS NULL OR p.dead_letter_id IS NOT NULL) AS stuck,
+           p.dead_letter_id, p.actor AS dead_letter_actor, p.error AS dead_letter_error
+    FROM app.receipts r
+    JOIN app.users u ON u.id = r.user_id
+    LEFT JOIN app.matches m ON m.receipt_id = r.id
+    CROSS JOIN LATERAL (
+        SELECT r.status IN ('uploaded', 'read', 'matched', 'unmatched') AS unfinished
+    ) AS f
+    LEFT JOIN newest p ON f.unfinished AND p.receipt_id = r.id
+    WHERE (%(id)s::bigint IS NULL OR r.id = %(id)s)
+      AND (%(status)s::text IS NULL OR r.status = %(status)s)
+)
+SELECT * FROM listed
+WHERE stuck OR NOT %(stuck)s
+ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- name: receipt_status_counts
