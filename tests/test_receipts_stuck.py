@@ -12,6 +12,7 @@ import random
 from collections.abc import Iterator
 from types import ModuleType
 
+import dramatiq
 import pytest
 
 from receiptq import cli, demo
@@ -34,6 +35,9 @@ def sender(url) -> Iterator[tuple[ModuleType, PostgresBroker]]:
     from receiptq.actors import receipts as actors
 
     broker = actors.receipt_broker(url)
+    # In-process service calls (read_receipt's OCR breaker) use the global broker:
+    # receiptq.actors' own may point at an earlier test's database.
+    dramatiq.set_broker(broker)
     yield actors, broker
     broker.close()
 

@@ -151,7 +151,7 @@ def test_dashboard_shows_the_database_figures_and_retries_a_dead_letter(
     for name in ("ocr", "email"):
         db.execute(conn, "breaker_register", {"name": name, "fail_max": 5, "reset_timeout_s": 60})
     db.execute(conn, "breaker_set_state", {"name": "ocr", "state": "open"})
-    db.execute(conn, "breaker_mark_opened", {"name": "ocr"})
+    db.execute(conn, "breaker_mark_opened", {"name": "ocr", "reset_timeout_s": 60})
     browser.get(server)
     wait_until(lambda: text_of(browser, "#connection") == "live", 20, "the page to go live")
 
