@@ -551,3 +551,11 @@ def test_connections_stay_bounded_whatever_the_number_of_queues(database_url, co
         broker.close()
     assert sorted(ran) == list(range(12))
     assert len(backends) <= 3 + 1, backends  # the pool and the listener
+
+
+def test_broker_sessions_plan_their_statements_once(broker):
+    """The claim and the acks are prepared statements: re-planning them on every
+    execution (PostgreSQL's default heuristic for these) cost more than running them."""
+    with broker.pool_connection() as conn:
+        row = conn.execute("SHOW plan_cache_mode").fetchone()
+    assert row is not None and list(row.values()) == ["force_generic_plan"]

@@ -79,11 +79,13 @@ def index_and_seq_scans(nodes: list[dict[str, Any]]) -> tuple[list[Any], list[An
     return claim_scans, seq_scans
 
 
+@pytest.mark.parametrize("statement", ["job_claim_classes", "job_claim_plain"])
 @pytest.mark.parametrize("queue", QUEUES)
-def test_claim_statement_uses_the_partial_claim_index_and_no_seq_scan(seeded, queue):
-    """The claim's fast path (one probe per class) is an index scan."""
+def test_claim_statement_uses_the_partial_claim_index_and_no_seq_scan(seeded, queue, statement):
+    """The claim's fast paths (one probe per class; the untiered class alone) are
+    index scans."""
     params = {"queue": queue, **CLAIM}
-    nodes = list(plan_nodes(explain(seeded, "job_claim_classes", params)))
+    nodes = list(plan_nodes(explain(seeded, statement, params)))
     claim_scans, seq_scans = index_and_seq_scans(nodes)
     assert claim_scans, json.dumps(nodes, indent=1)
     assert seq_scans == [], json.dumps(nodes, indent=1)
@@ -99,7 +101,11 @@ def test_claim_over_a_large_backlog_reads_the_index_in_order_without_sorting(con
     )
     conn.execute("ANALYZE receiptq.jobs")
     params = {"queue": "ocr", **CLAIM}
-    nodes = list(plan_nodes(explain(conn, "job_claim_classes", params)))
+    nodes = [
+        node
+        for statement in ("job_claim_classes", "job_claim_plain")
+        for node in plan_nodes(explain(conn, statement, params))
+    ]
     sorts_or_job_scans = [
         n["Node Type"]
         for n in nodes

