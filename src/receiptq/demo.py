@@ -362,7 +362,14 @@ def watch(
             progress.update(task, completed=counts["notified"] + counts["failed"])
             live.update(Group(progress, status_table(snap, run_stats.per_queue(), counts)))
             if unfinished_jobs(snap) == 0:
-                return True, time.monotonic() - started
+                wall_s = time.monotonic() - started
+                # Stop the workers (they write their last statistics as they go), so
+                # that the last frame shows every job they ran.
+                stop_process(workers, STOP_GRACE_S)
+                snap = monitor.snapshot(conn)
+                counts = receipts.status_counts(conn)
+                live.update(Group(progress, status_table(snap, run_stats.per_queue(), counts)))
+                return True, wall_s
             check_signals()
             if workers.poll() is not None:
                 raise RuntimeError(
