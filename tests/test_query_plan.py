@@ -158,3 +158,16 @@ def test_claim_on_the_seeded_table_takes_ready_rows_of_its_queue_first_priority_
     assert {(r["queue"], r["state"], r["lease_owner"], r["ready"]) for r in claimed} == {
         ("ocr", "running", "host:2:def", True)
     }
+
+
+def test_every_named_query_is_a_valid_psycopg_query_with_named_placeholders():
+    """A stray '%' (even in a comment) breaks a query only when it runs: check them all."""
+    import re
+
+    from psycopg._queries import PostgresQuery
+
+    for name, text in db.QUERIES.items():
+        params = {p: None for p in re.findall(r"%\((\w+)\)s", text)}
+        query = PostgresQuery(psycopg.adapt.Transformer())
+        query.convert(text.replace("{database}", "x"), params)  # raises on a bad placeholder
+        assert query.query, name
