@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -420,16 +420,16 @@ class PostgresBroker(Broker):
                 return self._proxies(queue_name, db.fetch_all(conn, "job_claim_plain", params))
         classes = self.tier_policy.classes(stride.seen | stride.passes.keys())
         weights = [self.tier_policy.weight(c) for c in classes]
-        by_class = dict(zip(classes, weights, strict=True))
         if path == "locked":
             return self._claim_locked(queue_name, limit, stride, classes, weights)
+        by_class = dict(zip(classes, weights, strict=True))
         rows = []
         # A class that lost every slot last time is not probed; while every probed
         # class turns out idle, claim again, so that such a class gets the slots now.
         for _ in classes:
             counts = quotas(classes, stride.passes_for(classes), weights, limit, stride.idle)
             rows = self._claim_classes(queue_name, classes, counts)
-            claimed = _count_classes(rows)
+            claimed = Counter(row["tier"] for row in rows)
             idle = [c for c, n in zip(classes, counts, strict=True) if n and c not in claimed]
             stride.charge(claimed, idle, by_class)
             if rows or all(n for c, n in zip(classes, counts, strict=True) if c not in idle):
@@ -479,7 +479,7 @@ class PostgresBroker(Broker):
             rows = db.fetch_all(conn, "job_claim_batch", params)
         if rows:
             by_class = dict(zip(classes, weights, strict=True))
-            stride.charge(_count_classes(rows), rows[0]["idle"], by_class)
+            stride.charge(Counter(row["tier"] for row in rows), rows[0]["idle"], by_class)
         return self._proxies(queue_name, rows)
 
     def claim_path(self, queue_name: str) -> ClaimPath:
@@ -723,14 +723,6 @@ class _DelayQueueConsumer(Consumer):
 
     def close(self) -> None:
         self._closed.set()
-
-
-def _count_classes(rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Claimed rows per tier class."""
-    claimed: dict[str, int] = {}
-    for row in rows:
-        claimed[row["tier"]] = claimed.get(row["tier"], 0) + 1
-    return claimed
 
 
 class _PostgresConsumer(Consumer):
