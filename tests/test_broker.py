@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 from dramatiq.message import Message
+from dramatiq.middleware import Middleware
 
 from receiptq import db
 from receiptq.broker import MessageError, PostgresBroker
@@ -400,7 +401,15 @@ def test_bad_option_types_are_refused(broker, conn):
     assert job_rows(conn) == []
 
 
-HOSTILE_QUEUE_NAMES = ["x; DROP TABLE receiptq.jobs", "", "a" * 300, "../etc", "ocr.DQ", "ocr.XQ"]
+HOSTILE_QUEUE_NAMES = [
+    "x; DROP TABLE receiptq.jobs",
+    "",
+    "a" * 300,
+    "../etc",
+    ".DQ",
+    "ocr.DQ.DQ",
+    "ocr.XQ.DQ",
+]
 
 
 @pytest.mark.parametrize("name", HOSTILE_QUEUE_NAMES)
@@ -420,6 +429,50 @@ def test_hostile_queue_names_are_refused_by_actor_declaration(broker, name):
         dramatiq.actor(queue_name=name)(ocr_receipt)
     assert name not in broker.queues
     assert "ocr_receipt" not in broker.actors
+
+
+@pytest.mark.parametrize("name", ["receipts.DQ", "receipts.XQ"])
+def test_a_delay_or_dead_letter_queue_name_declares_its_queue_as_in_dramatiq(broker, name):
+    declared = []
+
+    class Spy(Middleware):
+        def after_declare_queue(self, broker, queue_name):
+            declared.append(queue_name)
+
+    broker.add_middleware(Spy())
+    broker.declare_queue(name)
+    broker.declare_queue("receipts")
+    assert declared == ["receipts"]
+    assert "receipts" in broker.queues
+    assert name not in broker.queues
+    assert "receipts.DQ" in broker.delay_queues
+
+
+def test_a_worker_restricted_to_other_queues_starts_no_consumer_for_a_declared_queue(broker):
+    # Dramatiq's test_workers_dont_register_queues_that_arent_whitelisted, on receiptq.
+    worker = dramatiq.Worker(broker, queues={"a", "b"}, worker_timeout=100)
+    worker.start()
+    try:
+        broker.declare_queue("c")
+        broker.declare_queue("c.DQ")
+        assert "c" not in worker.consumers
+        assert "c.DQ" not in worker.consumers
+    finally:
+        worker.stop()
+
+
+def test_an_actor_on_a_delay_queue_name_runs_on_its_queue(broker, worker, conn):
+    ran = []
+
+    @dramatiq.actor(queue_name="stamps.DQ")
+    def stamp():
+        ran.append(1)
+
+    stamp.send()
+    assert [row["queue"] for row in job_rows(conn)] == ["stamps"]
+    broker.join("stamps", timeout=10_000)
+    worker.join()
+    assert ran == [1]
 
 
 def test_message_to_an_undeclared_queue_is_refused(broker, conn):

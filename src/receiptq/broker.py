@@ -224,12 +224,20 @@ class PostgresBroker(Broker):
     # -- queues -----------------------------------------------------------------------
 
     def declare_queue(self, queue_name: str) -> None:
-        validate_queue_name(queue_name)
-        if q_name(queue_name) != queue_name:
+        """Declare a queue (idempotent). As Dramatiq's brokers do, the name of a delay
+        or dead-letter queue (``q.DQ``, ``q.XQ``) declares its canonical queue ``q``
+        and that queue's delay queue.
+
+        Raises:
+          ValueError: the name is not one receiptq stores.
+        """
+        canonical = q_name(validate_queue_name(queue_name))
+        if q_name(canonical) != canonical:
             raise ValueError(
-                f"invalid queue name {queue_name!r}: names ending in .DQ or .XQ are "
-                "Dramatiq's delay and dead-letter queues"
+                f"invalid queue name {queue_name!r}: .DQ or .XQ (Dramatiq's delay and "
+                "dead-letter queues) may end a queue name once"
             )
+        queue_name = canonical
         if queue_name in self.queues:
             return
         self.emit_before("declare_queue", queue_name)
