@@ -226,9 +226,20 @@ WHERE id = %(id)s AND attempt = %(attempt)s AND state = 'running';
 -- name: job_extend_leases
 -- Heartbeat: push back the leases of the deliveries this worker still holds in
 -- memory (a delivery it gave up on keeps its lease running out, and is rescued).
-UPDATE receiptq.jobs
+-- A row another statement has locked is skipped, never waited for: the lock is
+-- an ack batch or a requeue (the row is leaving "running"), and waiting could
+-- deadlock with an ack batch, which locks the same rows in another order. A row
+-- skipped once is renewed by the next beat, two beats before its lease runs out.
+WITH held AS (
+    SELECT id
+    FROM receiptq.jobs
+    WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND lease_owner = %(worker_id)s
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE receiptq.jobs AS j
 SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
-WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND lease_owner = %(worker_id)s;
+FROM held
+WHERE j.id = held.id;
 
 -- name: job_rescue_expired
 -- Jobs whose worker stopped renewing the lease: back to queued, or to the dead
