@@ -184,6 +184,40 @@ def test_a_blocked_waiter_wakes_when_another_thread_publishes(database_url, list
         backend.close()
 
 
+def wait_into(backend: PostgresRateLimiterBackend, key: str, woke: list[bool]) -> None:
+    woke.append(backend.wait(key, 3_000))
+
+
+def test_a_publish_a_millisecond_after_the_first_wait_began_wakes_the_waiter_at_once(
+    database_url,
+):
+    # The first wait() of a process starts its listener: a publish before LISTEN is
+    # in place must not be lost (the waiter would sleep until its next poll, here
+    # past its 3 s timeout). Each round is a fresh backend, so a fresh listener,
+    # whose pool is already open (its first check is at once).
+    publisher = PostgresRateLimiterBackend(database_url)
+    publisher.wait_notify("warm-up", ttl=1)  # the publisher's pool is open
+    late: list[float] = []
+    try:
+        for round_no in range(10):
+            waiter = PostgresRateLimiterBackend(database_url, poll_interval_ms=60_000)
+            key = f"go-{round_no}"
+            waiter.add(f"arrived-{round_no}", 1, 60_000)  # as a barrier party does first
+            woke: list[bool] = []
+            thread = threading.Thread(target=wait_into, args=(waiter, key, woke))
+            thread.start()
+            time.sleep(0.001)
+            publisher.wait_notify(key, ttl=60_000)
+            published = time.monotonic()
+            thread.join(10)
+            waiter.close()
+            assert woke == [True], f"round {round_no}: the waiter missed the event"
+            late.append(time.monotonic() - published)
+    finally:
+        publisher.close()
+    assert max(late) < 1.0, late
+
+
 # -- the limiters across processes ----------------------------------------------------
 
 

@@ -111,7 +111,7 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
         self._listener: _EventListener | None = None
-        self._waiters: dict[str, set[threading.Event]] = {}
+        self._waiters: dict[str, set[_Waiter]] = {}
 
     def _get_pool(self) -> ConnectionPool:
         with self._lock:
@@ -177,12 +177,16 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
         """
         keys = list(keys)
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0) / 1000
-        woken = threading.Event()
         digests = [key_digest(k) for k in keys]
-        self._register(digests, woken)
+        waiter = _Waiter()
+        self._register(digests, waiter)
+        self._await_listener()
         try:
             while True:
-                woken.clear()  # before reading: a notify from now on ends the next wait early
+                # Taken before reading: a notify from now on ends the next wait early.
+                notified = waiter.take_notified()
+                if notified:  # a notify is a publish: no need to read it back
+                    return [k for k, d in zip(keys, digests, strict=True) if d in notified]
                 with self._get_pool().connection() as conn:
                     fired = [
                         r["key"] for r in db.fetch_all(conn, "rate_limit_live_keys", {"keys": keys})
@@ -195,33 +199,48 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
                     if remaining <= 0:
                         return []
                     pause = min(pause, remaining)
-                woken.wait(pause)
+                waiter.woken.wait(pause)
         finally:
-            self._unregister(digests, woken)
+            self._unregister(digests, waiter)
 
     # -- waking waiters ---------------------------------------------------------------
 
-    def _register(self, digests: list[str], event: threading.Event) -> None:
+    def _register(self, digests: list[str], waiter: _Waiter) -> None:
         with self._lock:
             for digest in digests:
-                self._waiters.setdefault(digest, set()).add(event)
+                self._waiters.setdefault(digest, set()).add(waiter)
             if self.listen and self._listener is None:
-                self._listener = _EventListener(self.url, self._wake)
+                self._listener = _EventListener(self.url, self._wake, on_listen=self._wake_all)
 
-    def _unregister(self, digests: list[str], event: threading.Event) -> None:
+    def _await_listener(self) -> None:
+        """Listen before checking: a key published between the first read and LISTEN
+        would wake nobody. Waits at most one poll interval (a listener that cannot
+        connect by then is no better than polling); a listener that connects later,
+        or again after losing its connection, wakes every waiter to read again."""
+        listener = self._listener
+        if listener is not None:
+            listener.connected.wait(self.poll_interval_s)
+
+    def _unregister(self, digests: list[str], waiter: _Waiter) -> None:
         with self._lock:
             for digest in digests:
                 waiting = self._waiters.get(digest)
                 if waiting is not None:
-                    waiting.discard(event)
+                    waiting.discard(waiter)
                     if not waiting:
                         del self._waiters[digest]
 
     def _wake(self, digest: str) -> None:
         with self._lock:
-            events = list(self._waiters.get(digest, ()))
-        for event in events:
-            event.set()
+            waiters = list(self._waiters.get(digest, ()))
+        for waiter in waiters:
+            waiter.wake(digest)
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            waiters = {waiter for waiting in self._waiters.values() for waiter in waiting}
+        for waiter in waiters:
+            waiter.wake(None)
 
     def close(self) -> None:
         """Stop the listener and close the pool (both reopen on next use)."""
@@ -234,12 +253,39 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
             pool.close()
 
 
-class _EventListener:
-    """A daemon thread that LISTENs for rate-limit events and calls ``wake(digest)``."""
+class _Waiter:
+    """One blocked ``wait_many``: the digests notified since it last looked, and the
+    event that wakes it (set with no digest: read the keys again)."""
 
-    def __init__(self, url: str, wake: Callable[[str], None]) -> None:
+    def __init__(self) -> None:
+        self.woken = threading.Event()
+        self._lock = threading.Lock()
+        self._notified: set[str] = set()
+
+    def wake(self, digest: str | None) -> None:
+        with self._lock:
+            if digest is not None:
+                self._notified.add(digest)
+            self.woken.set()
+
+    def take_notified(self) -> set[str]:
+        with self._lock:
+            self.woken.clear()
+            notified, self._notified = self._notified, set()
+            return notified
+
+
+class _EventListener:
+    """A daemon thread that LISTENs for rate-limit events and calls ``wake(digest)``,
+    and ``on_listen()`` each time LISTEN is in place (events published while it
+    was not were missed)."""
+
+    def __init__(
+        self, url: str, wake: Callable[[str], None], *, on_listen: Callable[[], None]
+    ) -> None:
         self._url = url
         self._wake = wake
+        self._on_listen = on_listen
         self._stop = threading.Event()
         self.connected = threading.Event()
         self._thread = threading.Thread(
@@ -253,6 +299,7 @@ class _EventListener:
                 with psycopg.connect(self._url, autocommit=True) as conn:
                     conn.execute(db.query("rate_limit_listen"))
                     self.connected.set()
+                    self._on_listen()
                     while not self._stop.is_set():
                         for notify in conn.notifies(timeout=LISTEN_WAIT_S):
                             self._wake(notify.payload)
