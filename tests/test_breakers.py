@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import textwrap
+import threading
 import time
 from collections.abc import Iterator
 
@@ -26,7 +29,12 @@ from receiptq.middleware import (
     with_results,
 )
 from receiptq.middleware import breakers as breakers_module
-from receiptq.middleware.breakers import breaker_settings
+from receiptq.middleware.breakers import (
+    MIN_POSTPONE_MS,
+    Refusal,
+    breaker_settings,
+    postponement_ms,
+)
 from tests_support import start_dramatiq, stop, wait_until
 
 
@@ -169,6 +177,108 @@ def test_failing_trial_opens_the_breaker_again(mw_broker, conn):
     assert row["state"] == "open" and row["opened_at"] > first_opened
 
 
+# -- one trial call at a time while half-open ------------------------------------------
+
+
+def trip_and_let_it_half_open(breaker, conn) -> None:
+    """Open the breaker (3 failures), then move its opening into the past."""
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            breaker.call(down)
+    conn.execute(
+        "UPDATE receiptq.breakers SET opened_at = now() - make_interval(secs => reset_timeout_s)"
+    )
+
+
+def test_a_half_open_breaker_lets_one_trial_call_through_across_processes_and_threads(
+    mw_broker, database_url, conn
+):
+    other = PostgresBroker(database_url)  # another process's view of the breaker
+    try:
+        breakers = [get_breaker("ocr"), get_breaker("ocr", broker=other)]
+        trip_and_let_it_half_open(breakers[0], conn)
+        calls, refused = [], []
+        everyone_else_refused = threading.Event()
+
+        def service():
+            calls.append(1)
+            everyone_else_refused.wait(10)  # the trial lasts until the others tried
+            return "ok"
+
+        def caller(breaker, start: threading.Barrier):
+            start.wait()
+            try:
+                breaker.call(service)
+            except pybreaker.CircuitBreakerError:
+                refused.append(1)
+                if len(refused) == 7:
+                    everyone_else_refused.set()
+
+        start = threading.Barrier(8)
+        threads = [
+            threading.Thread(target=caller, args=(breaker, start))
+            for breaker in breakers
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        other.close()
+    assert (len(calls), len(refused)) == (1, 7)
+    row = breaker_row(conn, "ocr")
+    assert (row["state"], row["trial_owner"]) == ("closed", None)
+
+
+TRIAL_THAT_DIES = textwrap.dedent(
+    """
+    import sys, time
+    from receiptq.broker import PostgresBroker
+    from receiptq.middleware import get_breaker
+    get_breaker("ocr", broker=PostgresBroker(sys.argv[1])).call(time.sleep, 60)
+    """
+)
+
+
+def test_a_trial_whose_process_died_holds_the_breaker_only_until_its_trial_timeout(
+    mw_broker, database_url, conn, monkeypatch
+):
+    monkeypatch.setenv("RECEIPTQ_BREAKER_OCR_TRIAL_TIMEOUT_S", "2")
+    breaker = get_breaker("ocr")
+    trip_and_let_it_half_open(breaker, conn)
+    env = {**os.environ, "RECEIPTQ_BREAKER_OCR_TRIAL_TIMEOUT_S": "2"}
+    trial = subprocess.Popen([sys.executable, "-c", TRIAL_THAT_DIES, database_url], env=env)
+    try:
+        wait_until(lambda: breaker_row(conn, "ocr")["trial_owner"], 30, "the trial call")
+    finally:
+        trial.send_signal(signal.SIGKILL)
+        trial.wait(10)
+    row = breaker_row(conn, "ocr")
+    assert row["state"] == "half-open"
+    calls = []
+    with pytest.raises(pybreaker.CircuitBreakerError):  # the dead trial's lease still runs
+        breaker.call(lambda: calls.append(1))
+    assert calls == []
+    wait_until(
+        lambda: conn.execute("SELECT now() >= %s AS over", (row["trial_expires_at"],)).fetchone()[
+            "over"
+        ],
+        10,
+        "the trial's lease to run out",
+    )
+    assert breaker.call(up) == "ok"  # the next caller made the next trial
+    assert breaker_row(conn, "ocr")["state"] == "closed"
+
+
+def test_postponement_lasts_until_half_open_plus_a_random_share_of_a_quarter_reset():
+    assert postponement_ms(Refusal(wait_ms=10_000, reset_ms=30_000), lambda: 0.5) == 13_750
+    assert postponement_ms(Refusal(wait_ms=10_000, reset_ms=30_000), lambda: 0.0) == 10_000
+    # a trial under way (wait 0), or the breaker took calls again: the shortest wait
+    assert postponement_ms(Refusal(wait_ms=0, reset_ms=30_000), lambda: 0.0) == MIN_POSTPONE_MS
+    assert postponement_ms(None, lambda: 0.9) == MIN_POSTPONE_MS
+
+
 # -- the middleware, in process --------------------------------------------------------
 
 
@@ -179,6 +289,12 @@ def stats_postponed(conn, actor: str) -> int:
         (actor,),
     ).fetchone()
     return row["n"]
+
+
+def assert_postponed_until_half_open(job, half_open_at: float, *, reset_s: float) -> None:
+    """run_at is when the breaker may half-open plus up to a quarter of its reset timeout."""
+    late_s = job["run_at"].timestamp() - half_open_at
+    assert -0.5 < late_s < breakers_module.JITTER_SHARE * reset_s + 0.5
 
 
 def test_job_needing_an_open_breaker_is_postponed_without_using_an_attempt(
@@ -209,9 +325,8 @@ def test_job_needing_an_open_breaker_is_postponed_without_using_an_attempt(
     job = conn.execute("SELECT state, attempt, run_at FROM receiptq.jobs").fetchone()
     assert runs == []
     assert (job["state"], job["attempt"]) == ("queued", 0)
-    # postponed until the breaker may half-open (opened_at + 30 s)
-    closes_at = opened["opened_at"].timestamp() + 30
-    assert job["run_at"].timestamp() == pytest.approx(closes_at, abs=0.5)
+    # postponed until the breaker may half-open (opened_at + 30 s), plus its jitter
+    assert_postponed_until_half_open(job, opened["opened_at"].timestamp() + 30, reset_s=30)
     # a postponed delivery stores no result (Dramatiq would store None for a skip)
     with pytest.raises(ResultMissing):
         message.get_result(backend=backend)
@@ -246,8 +361,70 @@ def test_call_refused_while_the_actor_runs_is_postponed_without_using_an_attempt
     job = conn.execute("SELECT state, attempt, run_at FROM receiptq.jobs").fetchone()
     assert (job["state"], job["attempt"]) == ("queued", 0)
     closes_at = breaker_row(conn, "ocr")["opened_at"].timestamp() + 30
-    assert job["run_at"].timestamp() == pytest.approx(closes_at, abs=0.5)
+    assert_postponed_until_half_open(job, closes_at, reset_s=30)
     assert conn.execute("SELECT count(*) AS n FROM receiptq.dead_letters").fetchone()["n"] == 0
+
+
+def test_jobs_postponed_by_an_open_breaker_come_back_spread_out_not_all_at_once(
+    mw_broker, conn, monkeypatch
+):
+    monkeypatch.setenv("RECEIPTQ_BREAKER_OCR_RESET_S", "30")
+
+    @dramatiq.actor(queue_name="ocr", breakers=("ocr",))
+    def read_receipt(receipt_id):
+        raise AssertionError("ran while its breaker was open")
+
+    breaker = get_breaker("ocr")
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            breaker.call(down)
+    half_open_at = breaker_row(conn, "ocr")["opened_at"].timestamp() + 30
+    mw_broker.enqueue_many([read_receipt.message(n) for n in range(20)])
+    worker = dramatiq.Worker(mw_broker, worker_threads=4, worker_timeout=100)
+    worker.start()
+    try:
+        wait_until(lambda: stats_postponed(conn, "read_receipt") == 20, 30, "the postponements")
+    finally:
+        worker.stop()
+    jobs = conn.execute("SELECT state, attempt, run_at FROM receiptq.jobs").fetchall()
+    assert {(job["state"], job["attempt"]) for job in jobs} == {("queued", 0)}
+    for job in jobs:
+        assert_postponed_until_half_open(job, half_open_at, reset_s=30)
+    due = sorted(job["run_at"].timestamp() for job in jobs)
+    assert due[-1] - due[0] > 2.0  # over up to 7.5 s, not at one instant
+
+
+def test_a_job_arriving_while_a_trial_call_is_under_way_is_postponed_without_calling(
+    mw_broker, conn
+):
+    runs = []
+
+    @dramatiq.actor(queue_name="ocr", breakers=("ocr",))
+    def read_receipt():
+        runs.append(get_breaker("ocr").call(up))
+
+    breaker = get_breaker("ocr")
+    trip_and_let_it_half_open(breaker, conn)
+    trial_over = threading.Event()
+    trial = threading.Thread(target=breaker.call, args=(trial_over.wait, 30))
+    trial.start()
+    try:
+        wait_until(lambda: breaker_row(conn, "ocr")["trial_owner"], 10, "the trial call")
+        read_receipt.send()
+        worker = dramatiq.Worker(mw_broker, worker_threads=1, worker_timeout=100)
+        worker.start()
+        try:
+            # postponed for 0.5 s (and a jitter): it may come back, and be postponed again
+            wait_until(lambda: stats_postponed(conn, "read_receipt") >= 1, 10, "the postponement")
+        finally:
+            worker.stop()
+    finally:
+        trial_over.set()
+        trial.join(10)
+    assert runs == []
+    job = conn.execute("SELECT state, attempt FROM receiptq.jobs").fetchone()
+    assert (job["state"], job["attempt"]) == ("queued", 0)
+    assert breaker_row(conn, "ocr")["state"] == "closed"  # the trial succeeded
 
 
 def test_status_json_and_table_show_the_breakers(mw_broker, database_url, conn):
