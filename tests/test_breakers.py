@@ -180,11 +180,16 @@ def test_failing_trial_opens_the_breaker_again(mw_broker, conn):
 # -- one trial call at a time while half-open ------------------------------------------
 
 
-def trip_and_let_it_half_open(breaker, conn) -> None:
-    """Open the breaker (3 failures), then move its opening into the past."""
+def trip(breaker) -> None:
+    """Open the breaker: 3 failures (fast_breakers)."""
     for _ in range(3):
         with pytest.raises(ConnectionError):
             breaker.call(down)
+
+
+def trip_and_let_it_half_open(breaker, conn) -> None:
+    """Open the breaker, then move its opening into the past."""
+    trip(breaker)
     conn.execute(
         "UPDATE receiptq.breakers SET opened_at = now() - make_interval(secs => reset_timeout_s)"
     )
@@ -374,10 +379,7 @@ def test_jobs_postponed_by_an_open_breaker_come_back_spread_out_not_all_at_once(
     def read_receipt(receipt_id):
         raise AssertionError("ran while its breaker was open")
 
-    breaker = get_breaker("ocr")
-    for _ in range(3):
-        with pytest.raises(ConnectionError):
-            breaker.call(down)
+    trip(get_breaker("ocr"))
     half_open_at = breaker_row(conn, "ocr")["opened_at"].timestamp() + 30
     mw_broker.enqueue_many([read_receipt.message(n) for n in range(20)])
     worker = dramatiq.Worker(mw_broker, worker_threads=4, worker_timeout=100)
