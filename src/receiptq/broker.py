@@ -19,7 +19,7 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import psycopg
 from dramatiq.broker import Broker, Consumer, MessageProxy
@@ -41,6 +41,7 @@ from receiptq.pg.messages import (
     decode_message,
     job_row,
 )
+from receiptq.pg.pending_retries import PendingRetries
 from receiptq.tiers import UNTIERED, StrideState, TierPolicy, quotas
 
 __all__ = ["MessageError", "PostgresBroker"]
@@ -135,6 +136,7 @@ class PostgresBroker(Broker):
         self._pid = os.getpid()
         self._pool: ConnectionPool | None = None
         self._flusher = Flusher(self._get_pool, ack_flush_ms=self._ack_flush_ms)
+        self._pending_retries = PendingRetries(self._store_kept_retry)
         self._listener: Listener | None = None
         self._heartbeat: Heartbeat | None = None
         self._consumers: set[_PostgresConsumer] = set()
@@ -159,6 +161,7 @@ class PostgresBroker(Broker):
         self._pid = os.getpid()
         self._pool = None
         self._flusher = Flusher(self._get_pool, ack_flush_ms=self._ack_flush_ms)
+        self._pending_retries = PendingRetries(self._store_kept_retry)
         self._listener = None
         self._heartbeat = None
         self._consumers = set()
@@ -560,8 +563,47 @@ class PostgresBroker(Broker):
         self._land([message.job_id])
         self._flusher.count(message.queue_name, message.actor_name, postponed=1)
 
+    def keep_retry(self, message: MessageProxy, delay_ms: int, error: Exception) -> bool:
+        """Re-queueing a failed delivery (a retry in ``delay_ms``) raised ``error``.
+
+        If the database was unavailable, the retry is kept in this process and stored
+        once the database answers, after the delivery's ack (its lease is renewed
+        meanwhile; if the process dies, the lease brings the job back): returns
+        True. False: ``error`` is something else, for the caller to raise.
+        """
+        if not isinstance(error, psycopg.OperationalError) or not isinstance(message, JobProxy):
+            return False
+        if self._pending_retries.keep(message.job_id, message, delay_ms):
+            logger.warning(
+                "the database is unavailable (%s); the retry of message %s is kept here "
+                "and stored once it answers",
+                (str(error).strip().splitlines() or [type(error).__name__])[0],
+                message.message_id,
+            )
+        # Else too many are kept: finish() leaves this one to its lease, and says so.
+        return True
+
+    def _store_kept_retry(self, message: JobProxy, delay_ms: int) -> None:
+        """Store a retry kept while the database was unavailable; the delivery is over
+        then (no ack: the retry re-queued its row)."""
+        row = self._row(cast(Message[Any], message), delay_ms)  # as Retries' enqueue gets it
+        params = {**row.params(), "worker_id": self.worker_id}
+        with self._get_pool().connection() as conn:
+            stored = db.fetch_one(conn, "job_enqueue", params)
+        self._land([message.job_id])
+        if stored is None:
+            logger.info(
+                "the kept retry of message %s was dropped: its lease ran out meanwhile and "
+                "the job went back to the queue",
+                message.message_id,
+            )
+            return
+        self._count_finished(message, failed=True, retried=True)
+
     def finish(self, message: JobProxy) -> None:
         """Ack: the delivery is over (succeeded, or failed and re-queued by a retry)."""
+        if self._pending_retries.hand_over(message.job_id):
+            return  # its retry is stored once the database answers; finished then
         self._land([message.job_id])
         if message.postponed:
             return
@@ -578,25 +620,19 @@ class PostgresBroker(Broker):
             )
             return
         self._flusher.ack(message.job_id, message.attempt)
+        self._count_finished(message, failed=failed, retried=retried)
+
+    def _count_finished(self, message: JobProxy, *, failed: bool, retried: bool) -> None:
         run_ms, latency_ms = self._timings(message)
-        if failed:
-            self._flusher.finished(
-                message.queue_name,
-                message.actor_name,
-                outcome="failed",
-                run_ms=run_ms,
-                latency_ms=latency_ms,
-            )
-            if retried:
-                self._flusher.count(message.queue_name, message.actor_name, retried=1)
-        else:
-            self._flusher.finished(
-                message.queue_name,
-                message.actor_name,
-                outcome="succeeded",
-                run_ms=run_ms,
-                latency_ms=latency_ms,
-            )
+        self._flusher.finished(
+            message.queue_name,
+            message.actor_name,
+            outcome="failed" if failed else "succeeded",
+            run_ms=run_ms,
+            latency_ms=latency_ms,
+        )
+        if failed and retried:
+            self._flusher.count(message.queue_name, message.actor_name, retried=1)
 
     def bury(self, message: JobProxy) -> None:
         """Nack: move the delivery to the dead letters with its error."""
@@ -705,6 +741,7 @@ class PostgresBroker(Broker):
         if self._heartbeat is not None:  # before the flusher: a last rescue still counts
             self._heartbeat.close()
             self._heartbeat = None
+        self._pending_retries.close()  # before the flusher: a stored retry's ack goes to it
         self._flusher.close()
         if self._pool is not None:
             self._pool.close()

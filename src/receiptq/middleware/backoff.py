@@ -12,6 +12,11 @@ job waiting for its retry is held by no worker. Errors are classified:
   out (reason "retries exhausted").
 
 The reason is handed to the broker in ``message.options["dead_letter_reason"]``.
+
+A retry that cannot be stored because the database is unavailable (a restart)
+is handed to ``PostgresBroker.keep_retry``: the job is safe under its lease, the
+process stores the retry once the database answers, and the log says so in one
+warning line instead of Dramatiq's "Unexpected failure" with a traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from typing import Any
 from dramatiq.broker import Broker
 from dramatiq.errors import ActorNotFound, Retry
 from dramatiq.middleware import Retries
+
+from receiptq.broker import PostgresBroker
 
 #: Backoff before the first retry, at least (ms).
 DEFAULT_MIN_BACKOFF_MS = 15_000
@@ -142,7 +149,13 @@ class BackoffRetries(Retries):
         delay_ms = self.delay_ms(retries, exception, options)
         message.options.pop("dead_letter_reason", None)
         self.logger.info("Retrying message %r in %d ms.", message.message_id, delay_ms)
-        broker.enqueue(message, delay=delay_ms)
+        try:
+            broker.enqueue(message, delay=delay_ms)
+        except Exception as exc:
+            if not (
+                isinstance(broker, PostgresBroker) and broker.keep_retry(message, delay_ms, exc)
+            ):
+                raise
 
     def delay_ms(self, retries: int, exception: BaseException, options: _Options) -> int:
         """When to run again: the exception's own hint, else the backoff."""
