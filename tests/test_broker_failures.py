@@ -117,7 +117,7 @@ def test_job_is_dead_lettered_after_last_attempt_with_error_and_traceback(broker
     assert (dead["queue"], dead["actor"], dead["reason"]) == (
         "doomed",
         "unreadable_receipt",
-        "failed",
+        "retries exhausted",  # the default middleware is receiptq's (BackoffRetries)
     )
     assert (dead["attempts"], dead["max_attempts"]) == (1, 1)
     assert dead["error_type"] == "ValueError"
@@ -145,7 +145,7 @@ def test_exception_listed_in_throws_dead_letters_at_once(broker, worker, conn):
     assert len(calls) == 1
     [dead] = dead_letters(conn)
     assert (dead["reason"], dead["error_type"], dead["error"]) == (
-        "failed",
+        "permanent error",
         "PermanentError",
         "not a receipt",
     )

@@ -26,6 +26,10 @@ from dramatiq.broker import Broker
 from dramatiq.errors import ActorNotFound, Retry
 from dramatiq.middleware import Retries
 
+from receiptq.errors import PermanentError, RetryAfter
+
+__all__ = ["BackoffRetries", "PermanentError", "RetryAfter", "compute_backoff"]
+
 #: Backoff before the first retry, at least (ms).
 DEFAULT_MIN_BACKOFF_MS = 15_000
 #: Longest backoff (ms): 7 days, as in Dramatiq.
@@ -38,25 +42,6 @@ REASON_PERMANENT = "permanent error"
 REASON_EXHAUSTED = "retries exhausted"
 
 _MAX_EXPONENT = 62
-
-
-class PermanentError(Exception):
-    """An error that retrying cannot fix (bad input, a missing record): dead-letter at once."""
-
-
-class RetryAfter(Exception):
-    """A transient error whose cause says when to try again (e.g. HTTP 429 Retry-After).
-
-    Parameters:
-      seconds(float): run the job again this many seconds from now (>= 0).
-      message(str): what happened.
-    """
-
-    def __init__(self, seconds: float, message: str = "") -> None:
-        if not seconds >= 0:  # also refuses NaN
-            raise ValueError(f"RetryAfter seconds must be >= 0, got {seconds!r}")
-        super().__init__(message or f"retry after {seconds} s")
-        self.seconds = float(seconds)
 
 
 def compute_backoff(attempt: int, *, min_ms: int, max_ms: int, rand: Callable[[], float]) -> int:

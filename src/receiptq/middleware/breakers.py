@@ -35,19 +35,19 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import dramatiq
 import psycopg
 import pybreaker
-from dramatiq.broker import Broker
+from dramatiq.broker import Broker, MessageProxy
 from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, SkipMessage
 
 from receiptq import db
-from receiptq.broker import JobProxy, PostgresBroker
-from receiptq.config import ConfigError, env_float, env_int
-from receiptq.middleware.backoff import PermanentError
+from receiptq.config import env_float, env_int
+from receiptq.errors import ConfigError, PermanentError
+from receiptq.pg.delivery import JobProxy
 
 __all__ = [
     "CircuitBreakers",
@@ -71,6 +71,17 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 T = TypeVar("T")
 #: Lends a connection that commits on its own (``PostgresBroker.pool_connection``).
 Connect = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
+
+
+@runtime_checkable
+class PostgresBroker(Protocol):
+    """What breakers need of a broker (:class:`receiptq.broker.PostgresBroker` has it):
+    connections that commit on their own, outside any caller's transaction (breaker
+    state), and a way to put a delivery back without using an attempt."""
+
+    def pool_connection(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
+
+    def postpone(self, message: MessageProxy, *, delay_ms: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -216,7 +227,7 @@ class SharedCircuitBreaker(pybreaker.CircuitBreaker):
 
 
 # One breaker per name per broker (a test's broker has a database of its own).
-_breakers: weakref.WeakKeyDictionary[PostgresBroker, dict[str, SharedCircuitBreaker]] = (
+_breakers: weakref.WeakKeyDictionary[Any, dict[str, SharedCircuitBreaker]] = (
     weakref.WeakKeyDictionary()
 )
 _lock = threading.Lock()

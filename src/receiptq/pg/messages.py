@@ -13,7 +13,10 @@ from dramatiq.common import q_name
 from dramatiq.message import Message
 
 from receiptq.config import validate_queue_name
+from receiptq.errors import MessageError
 from receiptq.tiers import TierError, TierPolicy
+
+__all__ = ["JobRow", "MessageError", "decode_message", "encode_message", "job_row"]
 
 #: Default ceiling on an encoded message (1 MiB): bigger payloads belong in a table.
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
@@ -35,10 +38,6 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "message_id": str,
     "message_timestamp": (int, float),
 }
-
-
-class MessageError(ValueError):
-    """A message receiptq refuses to store; nothing was written."""
 
 
 @dataclass(frozen=True, slots=True)
