@@ -3,7 +3,6 @@ not migrated, or that cannot be reached, raises receiptq's error, not a driver t
 
 from __future__ import annotations
 
-import socket
 import time
 import traceback
 
@@ -16,6 +15,7 @@ from psycopg.conninfo import conninfo_to_dict
 from receiptq import db
 from receiptq.broker import PostgresBroker
 from receiptq.errors import DatabaseNotMigrated, DatabaseUnreachable
+from tests_support import free_port
 
 
 @pytest.fixture
@@ -29,12 +29,6 @@ def unmigrated_broker(empty_database_url):
 def where(url: str) -> str:
     params = conninfo_to_dict(url)
     return f"{params['host']}:{params.get('port', 5432)}/{params['dbname']}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def assert_one_line_without_the_driver(error: BaseException, message: str) -> None:

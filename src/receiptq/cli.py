@@ -3,7 +3,9 @@
 Every command that shows data takes ``--json`` (one JSON document on stdout);
 otherwise it prints rich tables. Exit codes: 0 done, 1 failed (the database is
 unreachable or not migrated, an id does not exist), 2 bad usage (a malformed
-argument; nothing was written).
+argument or setting, e.g. the database URL; nothing was written). Whatever the
+command, those failures print one line that says what to do (:func:`main`),
+never a traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import psycopg
+from dramatiq.actor import Actor
 from dramatiq.message import Message
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -31,6 +34,7 @@ from rich.text import Text
 
 from receiptq import (
     __version__,
+    actor_modules,
     bench,
     breakers_cli,
     config,
@@ -40,7 +44,8 @@ from receiptq import (
     queue_cli,
     receipts_cli,
 )
-from receiptq.broker import MessageError, PostgresBroker
+from receiptq.broker import PostgresBroker
+from receiptq.errors import ConfigError, MessageError, ReceiptqError, shorten
 from receiptq.web import cli as web_cli
 from receiptq.web import top as web_top
 
@@ -49,7 +54,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 #: Modules the workers import when ``receiptq process`` is given none.
-DEFAULT_WORKER_MODULES = ("receiptq.actors",)
+DEFAULT_WORKER_MODULES = (actor_modules.DEFAULT_MODULE,)
+#: Where ``receiptq enqueue --force`` sends a job of an actor no module declares.
+DEFAULT_QUEUE = "default"
 #: How often ``process --burst`` looks at the queues (s).
 BURST_POLL_INTERVAL_S = 0.5
 #: Consecutive empty looks before ``process --burst`` stops the workers.
@@ -169,6 +176,10 @@ def _print_json(value: Any) -> None:
 
 def _error(message: str) -> None:
     print(f"receiptq: error: {message}", file=sys.stderr)
+
+
+def _warn(message: str) -> None:
+    print(f"receiptq: warning: {message}", file=sys.stderr)
 
 
 def _fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
@@ -314,7 +325,7 @@ def dead_letter_view(row: dict[str, Any]) -> RenderableType:
 
 
 def _url(args: argparse.Namespace) -> str:
-    return config.database_url(getattr(args, "url", None))
+    return config.database_url(getattr(args, "url", None), setting="--url")
 
 
 def run_db_migrate(args: argparse.Namespace) -> int:
@@ -382,7 +393,7 @@ def _watch_frames(url: str, interval_s: float) -> Generator[dict[str, Any]]:
                 if conn is not None:
                     conn.close()
                 conn = None
-                yield {"error": f"database unreachable, retrying: {exc}".strip()}
+                yield {"error": f"{db.explain_error(exc, url)}; retrying"}
             _pause(interval_s)
     finally:
         if conn is not None:
@@ -458,23 +469,26 @@ def run_dead_letter_purge(args: argparse.Namespace) -> int:
 
 
 def run_enqueue(args: argparse.Namespace) -> int:
+    url = _url(args)
+    actor = _declared_actor(args, url)
     options = {"priority": args.priority, "tier": args.tier, "user_id": args.user}
+    if actor is not None:  # what actor.send() would store
+        if args.priority is None and actor.priority:
+            options["priority"] = actor.priority
+        options["max_retries"] = actor.options.get("max_retries")
     message: Message[Any] = Message(
-        queue_name=args.queue,
+        queue_name=_queue_for(args, actor),
         actor_name=args.actor,
         args=tuple(args.args),
         kwargs=args.kwargs,
         options={key: value for key, value in options.items() if value is not None},
     )
-    url = _url(args)
     broker = PostgresBroker(url)
     try:
-        broker.declare_queue(args.queue)
+        broker.declare_queue(message.queue_name)
         # On a connection of our own: a wrong URL fails at once, not after the pool's wait.
         with db.connect(url) as conn, broker.transaction(conn):
             broker.enqueue(message, delay=args.delay_ms)
-    except MessageError as exc:
-        raise CommandError(str(exc), EXIT_USAGE) from None
     finally:
         broker.close()
     if args.json:
@@ -490,6 +504,45 @@ def run_enqueue(args: argparse.Namespace) -> int:
     else:
         print(message.message_id)
     return EXIT_OK
+
+
+def _declared_actor(args: argparse.Namespace, url: str) -> Actor[Any, Any] | None:
+    """The actor ``args.actor`` as the app's modules declare it; refuse an actor no
+    module declares (nothing would run its job) unless ``--force``."""
+    modules = args.modules or [actor_modules.DEFAULT_MODULE]
+    try:
+        actors = actor_modules.declared_actors(modules, url)
+    except actor_modules.ModuleImportError as exc:
+        if not args.force:
+            raise CommandError(
+                f"{exc}, so actor {args.actor!r} cannot be checked: name your app's actor "
+                "module with --module, or send anyway with --force",
+                EXIT_USAGE,
+            ) from None
+        _warn(f"{exc}; sending to {args.actor!r} unchecked (--force)")
+        return None
+    actor = actors.get(args.actor)
+    if actor is None and not args.force:
+        known = shorten(", ".join(sorted(actors)) or "none", 160)
+        raise CommandError(
+            f"no actor {args.actor!r} in {', '.join(modules)} (it declares: {known}): "
+            "name your app's actor module with --module, or send anyway with --force",
+            EXIT_USAGE,
+        )
+    if actor is None:
+        _warn(f"no actor {args.actor!r} in {', '.join(modules)}; sending anyway (--force)")
+    return actor
+
+
+def _queue_for(args: argparse.Namespace, actor: Actor[Any, Any] | None) -> str:
+    """``--queue``, else the actor's declared queue, else ``default``."""
+    declared = actor.queue_name if actor is not None else None
+    if args.queue is not None and declared is not None and args.queue != declared:
+        _warn(
+            f"actor {args.actor!r} is declared on queue {declared!r}; sending to "
+            f"{args.queue!r} as --queue says (only workers of {args.queue!r} will see it)"
+        )
+    return args.queue or declared or DEFAULT_QUEUE
 
 
 def dramatiq_command(
@@ -543,6 +596,9 @@ def _stop_when_drained(child: subprocess.Popen[bytes], url: str, queues: Sequenc
 
 def run_process(args: argparse.Namespace) -> int:
     url = _url(args)
+    # The workers would only log the same error every few seconds: say it once, here.
+    with db.connect(url) as conn:
+        db.fetch_one(conn, "job_count_ready_or_running", {"queues": None})
     command = dramatiq_command(
         args.modules or DEFAULT_WORKER_MODULES, args.queues, args.processes, args.threads
     )
@@ -629,7 +685,22 @@ def _add_enqueue(sub: Any, common: argparse.ArgumentParser) -> None:
         "--kwargs", type=_arg(parse_json_object), default={}, metavar="JSON", help="a JSON object"
     )
     enqueue.add_argument(
-        "--queue", type=_arg(config.validate_queue_name), default="default", help="default: default"
+        "--queue",
+        type=_arg(config.validate_queue_name),
+        help=f"default: the queue the actor is declared on ({DEFAULT_QUEUE!r} with --force)",
+    )
+    enqueue.add_argument(
+        "--module",
+        dest="modules",
+        action="append",
+        metavar="MODULE",
+        help="the module that declares the app's actors, as given to the workers "
+        f"(repeatable; default: {actor_modules.DEFAULT_MODULE})",
+    )
+    enqueue.add_argument(
+        "--force",
+        action="store_true",
+        help="send even if no module declares the actor (its job waits for a worker that does)",
     )
     enqueue.add_argument("--priority", type=int, help="lower runs first (default: the actor's)")
     enqueue.add_argument(
@@ -705,22 +776,41 @@ def _exit_status(code: Any) -> int:
     return code if isinstance(code, int) else EXIT_OK if code is None else EXIT_USAGE
 
 
+def _database_hint(args: argparse.Namespace) -> str | None:
+    """The URL the command was most likely using, to name the database in an error."""
+    try:
+        url = getattr(args, "url", None) or config.configured_database_url()
+    except ConfigError:
+        return None
+    return url or config.started_embedded_url()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one ``receiptq`` command; return its exit code."""
+    """Run one ``receiptq`` command; return its exit code.
+
+    A bad setting or argument (ConfigError, MessageError: exit 2), a database that
+    is not migrated or cannot be reached (exit 1) print one line that says what to
+    do, whichever command met them; other errors keep their traceback (bugs).
+    """
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error argparse has printed
         return _exit_status(exc.code)
     try:
+        if getattr(args, "url", None) is not None:
+            config.validate_database_url(args.url, "--url")
         return int(args.func(args))
     except CommandError as exc:
         _error(str(exc))
         return exc.exit_code
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
-        _error("the database has no receiptq tables: run `receiptq db migrate` first")
-        return EXIT_FAILED
-    except psycopg.OperationalError as exc:
-        _error(f"cannot reach the database: {exc}")
+    except (ConfigError, MessageError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except (ReceiptqError, psycopg.Error) as exc:
+        line = db.explain_error(exc, _database_hint(args))
+        if line is None:
+            raise
+        _error(line)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 128 + signal.SIGINT

@@ -119,6 +119,11 @@ def redact_url(url: str) -> str:
     return shorten(hidden, 80)
 
 
+def started_embedded_url() -> str | None:
+    """The embedded server's URL if this process started (or joined) it, else None."""
+    return _embedded_url
+
+
 def embedded_database_url() -> str:
     """Start (or reuse) the embedded PostgreSQL under RECEIPTQ_HOME and return its URL.
 
