@@ -149,7 +149,7 @@ def validate_queue_name(name: str) -> str:
     """Return the queue name, or raise ValueError for a name receiptq will not store."""
     if not isinstance(name, str) or not QUEUE_NAME_PATTERN.match(name):
         raise ValueError(
-            f"invalid queue name {name!r}: use letters, digits, '.', '_' or '-', "
+            f"invalid queue name {shorten(str(name))!r}: use letters, digits, '.', '_' or '-', "
             "starting with a letter or '_', at most 128 characters"
         )
     return name

@@ -15,12 +15,49 @@ ON CONFLICT (queue) DO UPDATE SET paused = false, updated_at = now();
 INSERT INTO receiptq.queue_settings AS s (queue, max_running) VALUES (%(queue)s, %(max_running)s)
 ON CONFLICT (queue) DO UPDATE SET max_running = excluded.max_running, updated_at = now();
 
+-- name: queue_settings_prune
+-- Drop a queue's settings row once it holds nothing (running, no cap): a queue
+-- without a row is running and uncapped, and a mistyped name leaves no trace.
+DELETE FROM receiptq.queue_settings
+WHERE queue = %(queue)s AND NOT paused AND max_running IS NULL;
+
+-- name: queue_reset
+-- Remove every setting of a queue: pause, cap and its actors' caps. Says how many
+-- rows of each went.
+WITH caps AS (
+    DELETE FROM receiptq.actor_caps WHERE queue = %(queue)s RETURNING actor
+),
+settings AS (
+    DELETE FROM receiptq.queue_settings WHERE queue = %(queue)s RETURNING queue
+)
+SELECT (SELECT count(*) FROM settings)::integer AS settings,
+       (SELECT count(*) FROM caps)::integer AS actor_caps;
+
+-- name: queue_seen
+-- Whether a queue is known: it has jobs, dead letters, statistics, settings, or a
+-- worker consumes it. A setting for any other name is most likely a typo.
+SELECT EXISTS (SELECT 1 FROM receiptq.jobs WHERE queue = %(queue)s)
+       OR EXISTS (SELECT 1 FROM receiptq.dead_letters WHERE queue = %(queue)s)
+       OR EXISTS (SELECT 1 FROM receiptq.stats_minute WHERE queue = %(queue)s)
+       OR EXISTS (SELECT 1 FROM receiptq.queue_settings WHERE queue = %(queue)s)
+       OR EXISTS (SELECT 1 FROM receiptq.actor_caps WHERE queue = %(queue)s)
+       OR EXISTS (SELECT 1 FROM receiptq.workers WHERE %(queue)s = ANY (queues)) AS seen;
+
 -- name: queue_settings_list
--- Every queue with settings or a capped actor, with its live running count.
+-- Every known queue (jobs, dead letters, statistics, settings, actor caps, workers),
+-- with its settings and its live running count.
 WITH queues AS (
     SELECT queue FROM receiptq.queue_settings
     UNION
     SELECT queue FROM receiptq.actor_caps
+    UNION
+    SELECT DISTINCT queue FROM receiptq.jobs
+    UNION
+    SELECT DISTINCT queue FROM receiptq.dead_letters
+    UNION
+    SELECT DISTINCT queue FROM receiptq.stats_minute
+    UNION
+    SELECT DISTINCT unnest(queues) FROM receiptq.workers
 )
 SELECT q.queue, coalesce(s.paused, false) AS paused, s.max_running, s.updated_at,
        (SELECT count(*) FROM receiptq.jobs AS j
