@@ -32,11 +32,13 @@ def run_json(capsys, *argv):
     return json.loads(out)
 
 
-def make_dead_letter(broker, conn, *, queue="mail", actor="send_email", options=None):
+def make_dead_letter(
+    broker, conn, *, queue="mail", actor="send_email", options=None, args=(1,), kwargs=None
+):
     """A job that failed for good: enqueued, claimed, dead-lettered. Returns its id."""
     broker.declare_queue(queue)
     message = Message(
-        queue_name=queue, actor_name=actor, args=(1,), kwargs={}, options=options or {}
+        queue_name=queue, actor_name=actor, args=args, kwargs=kwargs or {}, options=options or {}
     )
     broker.enqueue(message)
     [job] = broker.claim(queue, 1)
@@ -259,6 +261,54 @@ def test_dead_letter_list_and_show(database_url, broker, conn, capsys):
     assert shown["message"]["args"] == [1] and shown["queue"] == "mail"
     code, out, _ = run(capsys, "dead-letter", "show", str(mail_id), "--url", database_url)
     assert code == 0 and "SMTPError: mailbox unavailable" in out
+
+
+def test_dead_letter_list_shows_the_arguments_cut_to_the_width_and_json_keeps_them_whole(
+    database_url, broker, conn, capsys, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "160")
+    long_text = "x" * 5000
+    make_dead_letter(broker, conn, args=(42, "eu"), kwargs={"lang": "de"})
+    make_dead_letter(broker, conn, args=(long_text,))
+
+    code, out, _ = run(capsys, "dead-letter", "list", "--url", database_url)
+    assert code == 0 and "Arguments" in out
+    assert '42, "eu", lang="de"' in out
+    assert max(len(line) for line in out.splitlines()) <= 160  # cut to the terminal
+    listed = run_json(capsys, "dead-letter", "list", "--url", database_url)
+    assert [(row["args"], row["kwargs"]) for row in listed] == [
+        ([long_text], {}),
+        ([42, "eu"], {"lang": "de"}),
+    ]
+
+
+def test_dead_letter_show_prints_the_traceback_once(
+    database_url, broker, conn, capsys, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping: each text appears whole
+    # BackoffRetries keeps a copy of the last traceback in the message's options.
+    kept = "Traceback (most recent call last):\n  SMTPError: mailbox unavailable"
+    dead_id = make_dead_letter(broker, conn, options={"traceback": kept, "retries": 2})
+    code, out, _ = run(capsys, "dead-letter", "show", str(dead_id), "--url", database_url)
+    assert code == 0
+    assert out.count("Traceback (most recent call last)") == 1
+    assert '"retries": 2' in out  # the other options are still shown
+    shown = run_json(capsys, "dead-letter", "show", str(dead_id), "--url", database_url)
+    assert shown["message"]["options"]["traceback"] == kept  # --json keeps everything
+
+
+def test_long_bad_input_is_cut_in_the_error_message(database_url, capsys):
+    malformed = "[" + "1," * 51_200  # a 100 KB list that never closes
+    cases = [
+        ("enqueue", "ocr_receipt", "--args", malformed),
+        ("enqueue", "ocr_receipt", "--args", "[]", "--priority", "9" * 100_000 + "x"),
+        ("queue", "pause", "q" * 100_000 + "!"),
+    ]
+    for argv in cases:
+        code, out, err = run(capsys, *argv, "--url", database_url)
+        assert code == 2 and out == ""
+        assert len(err) < 1_000, err[:300]
+        assert "chars)" in err
 
 
 def test_dead_letter_show_of_an_unknown_id_fails_clearly(database_url, capsys):

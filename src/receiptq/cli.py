@@ -22,7 +22,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import datetime, timedelta
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import psycopg
 from dramatiq.actor import Actor
@@ -45,7 +45,7 @@ from receiptq import (
     receipts_cli,
 )
 from receiptq.broker import PostgresBroker
-from receiptq.errors import ConfigError, MessageError, ReceiptqError, shorten
+from receiptq.errors import QUOTE_LIMIT, ConfigError, MessageError, ReceiptqError, shorten
 from receiptq.web import cli as web_cli
 from receiptq.web import top as web_top
 
@@ -85,21 +85,21 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise ValueError(
-            f"invalid duration {text!r}: use a whole number and a unit s, m, h or d "
+            f"invalid duration {shorten(text)!r}: use a whole number and a unit s, m, h or d "
             "(e.g. 30s, 15m, 2h, 7d)"
         )
     amount, unit = match.groups()
     try:
         return timedelta(**{_DURATION_UNITS[unit]: int(amount)})
     except OverflowError:
-        raise ValueError(f"duration {text!r} is too long") from None
+        raise ValueError(f"duration {shorten(text)!r} is too long") from None
 
 
 def parse_json_list(text: str) -> list[Any]:
     """A JSON array (an actor's positional arguments)."""
     value = _parse_json(text)
     if not isinstance(value, list):
-        raise ValueError(f"expected a JSON list such as '[1, \"a\"]', got {text!r}")
+        raise ValueError(f"expected a JSON list such as '[1, \"a\"]', got {shorten(text)!r}")
     return value
 
 
@@ -107,7 +107,7 @@ def parse_json_object(text: str) -> dict[str, Any]:
     """A JSON object (an actor's keyword arguments)."""
     value = _parse_json(text)
     if not isinstance(value, dict):
-        raise ValueError(f"expected a JSON object such as '{{\"key\": 1}}', got {text!r}")
+        raise ValueError(f"expected a JSON object such as '{{\"key\": 1}}', got {shorten(text)!r}")
     return value
 
 
@@ -115,13 +115,13 @@ def _parse_json(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON {text!r}: {exc}") from None
+        raise ValueError(f"invalid JSON {shorten(text)!r}: {exc}") from None
 
 
 def parse_actor_name(text: str) -> str:
     if not _ACTOR_NAME.fullmatch(text):
         raise ValueError(
-            f"invalid actor name {text!r}: use letters, digits, '_', '.', ':' or '-', "
+            f"invalid actor name {shorten(text)!r}: use letters, digits, '_', '.', ':' or '-', "
             "starting with a letter or '_'"
         )
     return text
@@ -130,22 +130,30 @@ def parse_actor_name(text: str) -> str:
 def parse_positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
-        raise ValueError(f"expected a whole number >= 1, got {text!r}")
+        raise ValueError(f"expected a whole number >= 1, got {shorten(text)!r}")
     return value
 
 
 def parse_non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
-        raise ValueError(f"expected a whole number >= 0, got {text!r}")
+        raise ValueError(f"expected a whole number >= 0, got {shorten(text)!r}")
     return value
 
 
 def parse_positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
-        raise ValueError(f"expected a number > 0, got {text!r}")
+        raise ValueError(f"expected a number > 0, got {shorten(text)!r}")
     return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its own messages (e.g. "invalid int value: '...'") cut short, so a
+    100 KB argument is not echoed back whole."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(shorten(message, 2 * QUOTE_LIMIT))
 
 
 def _arg(parse: Callable[[str], T]) -> Callable[[str], T]:
@@ -288,10 +296,24 @@ def status_view(snap: dict[str, Any]) -> RenderableType:
     )
 
 
+def call_arguments(args: Any, kwargs: Any) -> str:
+    """A job's arguments as one short line: ``42, "eu", lang="de"``."""
+    parts = [json.dumps(value) for value in args or ()]
+    parts += [f"{key}={json.dumps(value)}" for key, value in (kwargs or {}).items()]
+    return shorten(", ".join(parts))
+
+
 def dead_letters_table(rows: Sequence[dict[str, Any]]) -> Table:
     table = Table(title="Dead letters", title_justify="left")
-    for header in ("ID", "Failed at", "Queue", "Actor", "Attempts", "Reason", "Error"):
-        table.add_column(header, justify="right" if header in ("ID", "Attempts") else "left")
+    headers = ("ID", "Failed at", "Queue", "Actor", "Arguments", "Attempts", "Reason", "Error")
+    for header in headers:
+        table.add_column(
+            header,
+            justify="right" if header in ("ID", "Attempts") else "left",
+            # Names stay whole; arguments and error share what width is left, cut.
+            no_wrap=header in ("ID", "Queue", "Actor"),
+            min_width=6 if header in ("Arguments", "Error") else None,
+        )
     for row in rows:
         error = f"{row['error_type'] or ''}: {row['error'] or ''}".strip(": ")
         table.add_row(
@@ -299,6 +321,7 @@ def dead_letters_table(rows: Sequence[dict[str, Any]]) -> Table:
             f"{row['failed_at']:%Y-%m-%d %H:%M:%S}",
             row["queue"],
             row["actor"],
+            Text(call_arguments(row["args"], row["kwargs"]), overflow="ellipsis", no_wrap=True),
             str(row["attempts"]),
             row["reason"],
             Text(error, overflow="ellipsis", no_wrap=True),
@@ -316,7 +339,9 @@ def dead_letter_view(row: dict[str, Any]) -> RenderableType:
     message = row["message"] or {}
     table.add_row("args", json.dumps(message.get("args")))
     table.add_row("kwargs", json.dumps(message.get("kwargs")))
-    table.add_row("options", json.dumps(message.get("options")))
+    # The retries' copy of a traceback is shown once, below (--json keeps everything).
+    options = {k: v for k, v in (message.get("options") or {}).items() if k != "traceback"}
+    table.add_row("options", json.dumps(options))
     traceback = Text(row["traceback"] or "(no traceback kept)")
     return Group(table, Text("Traceback", style="bold"), traceback)
 
@@ -741,9 +766,7 @@ def _add_process(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="receiptq", description="Background jobs on PostgreSQL, with Dramatiq."
-    )
+    parser = _Parser(prog="receiptq", description="Background jobs on PostgreSQL, with Dramatiq.")
     url_help = (
         "PostgreSQL URL (default: RECEIPTQ_DATABASE_URL, then DATABASE_URL, "
         "then the embedded PostgreSQL under RECEIPTQ_HOME)"

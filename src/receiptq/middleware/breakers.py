@@ -46,7 +46,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 
 from receiptq import db
 from receiptq.config import env_float, env_int
-from receiptq.errors import ConfigError, PermanentError
+from receiptq.errors import ConfigError, PermanentError, shorten
 from receiptq.pg.delivery import JobProxy
 
 __all__ = [
@@ -93,7 +93,7 @@ class BreakerSettings:
 def validate_breaker_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(
-            f"invalid breaker name {name!r}: use lowercase letters, digits and '_', "
+            f"invalid breaker name {shorten(repr(name))}: use lowercase letters, digits and '_', "
             "starting with a letter, at most 63 characters"
         )
     return name
