@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from receiptq import cli
+from receiptq import cli, db
 from tests_support import free_port
 
 RECEIPTQ = Path(sys.executable).with_name("receiptq")
@@ -126,3 +126,18 @@ def test_the_console_script_says_the_same_in_one_line(empty_database_url):
         "receiptq: error: RECEIPTQ_DATABASE_URL is a mysql:// URL, not a PostgreSQL one: "
         f"{URL_EXAMPLE}\n"
     )
+
+
+def test_a_partly_migrated_database_says_to_migrate(empty_database_url, capsys):
+    # As left by an older receiptq: the first migration only.
+    (name, first), *_ = db.migration_files()
+    with db.connect(empty_database_url) as conn:
+        conn.execute(db.query("migration_bootstrap"))
+        conn.execute(first)
+        conn.execute(db.query("migration_record"), {"name": name})
+    for argv in (["status"], ["queue", "list"], ["breakers", "list"]):
+        line = run_failing(capsys, [*argv, "--url", empty_database_url], 1)
+        assert line == (
+            f"the database at {where(empty_database_url)} is not migrated: "
+            "run `receiptq db migrate`"
+        )
