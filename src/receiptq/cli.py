@@ -318,15 +318,19 @@ def _url(args: argparse.Namespace) -> str:
 
 
 def run_db_migrate(args: argparse.Namespace) -> int:
-    applied = db.migrate(_url(args))
+    url = _url(args)
+    applied = db.migrate(url)
+    notes = receipts_cli.receipt_chain_notes(url)
     if args.json:
-        _print_json({"applied": applied, "up_to_date": not applied})
+        _print_json({"applied": applied, "up_to_date": not applied, "notes": notes})
         return EXIT_OK
     console = Console()
     for name in applied:
         console.print(f"applied {name}")
     if not applied:
         console.print("up to date")
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
     return EXIT_OK
 
 

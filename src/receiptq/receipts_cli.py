@@ -58,6 +58,43 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+# --- migrations ----------------------------------------------------------------------------
+
+#: What `receiptq db migrate` says about the receipt app's chain, which it does not apply.
+SEPARATE_CHAIN = (
+    "the receipt app's tables (schema receiptq_app) are a separate migration chain, "
+    "not applied here: `receiptq receipts migrate`"
+)
+LEGACY_TABLES = (
+    "this database has the receipt app's tables of receiptq 0.1 in schema app: "
+    "`receiptq receipts migrate` moves them to schema receiptq_app"
+)
+
+
+def receipt_chain_notes(url: str) -> list[str]:
+    """What `receiptq db migrate` says after applying the queue's chain: the receipt
+    app's chain is separate, and (on a database migrated by receiptq 0.1, whose queue
+    chain created the app's tables in schema app) how to move those tables."""
+    legacy = "0005_receipts_app" in db.applied_migrations(url)
+    if legacy and not db.applied_migrations(url, db.RECEIPTS_CHAIN):
+        return [SEPARATE_CHAIN, LEGACY_TABLES]
+    return [SEPARATE_CHAIN]
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    applied = receipts.migrate(_url(args))
+    up_to_date = not any(applied.values())
+    if args.json:
+        _json({**applied, "up_to_date": up_to_date})
+        return EXIT_OK
+    for chain, names in applied.items():
+        for name in names:
+            print(f"applied {chain} {name}")
+    if up_to_date:
+        print("up to date")
+    return EXIT_OK
+
+
 # --- receipts ------------------------------------------------------------------------------
 
 
@@ -249,6 +286,14 @@ def add_parser(subparsers: Any) -> None:
     common = _common()
     parser = subparsers.add_parser("receipts", help="submit receipts and see where they are")
     sub = parser.add_subparsers(dest="receipts_command", required=True, metavar="COMMAND")
+
+    migrate = sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="create or upgrade the receipt app's tables (schema receiptq_app), after the "
+        "queue's migrations; moves receiptq 0.1's tables out of schema app",
+    )
+    migrate.set_defaults(func=run_migrate)
 
     submit = sub.add_parser(
         "submit", parents=[common], help="store receipt images and start their pipelines"

@@ -1,4 +1,5 @@
-"""The receipt application's steps on its own tables (schema ``app``).
+"""The receipt application's steps on its own tables (schema ``receiptq_app``, created by
+:func:`migrate`: the receipt app's own migration chain, not ``receiptq db migrate``).
 
 Each step is idempotent, because a job may be delivered more than once: it
 looks at the receipt's status first and does nothing a previous delivery did
@@ -34,7 +35,7 @@ from receiptq.services.matching import (
 from receiptq.services.ocr import OcrEngine, read_receipt_text
 from receiptq.services.parsing import parse_receipt
 
-#: A receipt's statuses, in pipeline order (see the 0005_receipts_app migration).
+#: A receipt's statuses, in pipeline order (see receipts_migrations/0001_receipts_schema).
 STATUSES = ("uploaded", "read", "matched", "unmatched", "notified", "failed")
 #: The unfinished statuses, and the actor whose job moves a receipt on from each.
 NEXT_ACTOR = {
@@ -55,6 +56,15 @@ class UnknownUser(LookupError):
 
 class UnknownReceipt(LookupError):
     """No receipt has this id."""
+
+
+def migrate(url: str) -> dict[str, list[str]]:
+    """Apply the queue's migrations, then the receipt app's (whose queries join the
+    queue's tables); the names applied now, per chain."""
+    return {
+        "queue": db.migrate(url, db.QUEUE_CHAIN),
+        "receipts": db.migrate(url, db.RECEIPTS_CHAIN),
+    }
 
 
 # --- users and uploads -------------------------------------------------------------------
