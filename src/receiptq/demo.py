@@ -399,7 +399,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     url = database_url(explicit)
     console.print(f"database: {describe(url)}")
-    applied = db.migrate(url)
+    applied = [name for names in receipts.migrate(url).values() for name in names]
     if applied:
         console.print(f"migrated: {', '.join(applied)}")
     # receiptq.actors builds the workers' broker from the environment when imported;
