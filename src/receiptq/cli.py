@@ -41,6 +41,7 @@ from receiptq import (
     receipts_cli,
 )
 from receiptq.broker import MessageError, PostgresBroker
+from receiptq.extras import MissingExtra
 from receiptq.web import cli as web_cli
 from receiptq.web import top as web_top
 
@@ -720,6 +721,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         _error(str(exc))
         return exc.exit_code
+    except MissingExtra as exc:
+        _error(str(exc))
+        return EXIT_FAILED
     except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
         _error("the database has no receiptq tables: run `receiptq db migrate` first")
         return EXIT_FAILED

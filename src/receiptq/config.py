@@ -14,11 +14,19 @@ import threading
 import warnings
 from pathlib import Path
 
+from receiptq.extras import import_optional
+
 #: Environment variables consulted for the database URL, in order.
 DATABASE_URL_VARIABLES = ("RECEIPTQ_DATABASE_URL", "DATABASE_URL")
 
 #: Queue names: Dramatiq's own rule, bounded in length so they fit an index nicely.
 QUEUE_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,127}$")
+
+#: What needs the ``demo`` extra's pgserver, said when it is missing.
+EMBEDDED_NEEDS = (
+    "no database URL is set (RECEIPTQ_DATABASE_URL, DATABASE_URL or --url), and the "
+    "embedded PostgreSQL used then"
+)
 
 _embedded_lock = threading.Lock()
 _embedded_url: str | None = None
@@ -79,7 +87,7 @@ def embedded_database_url() -> str:
             with warnings.catch_warnings():
                 # platformdirs warns about a missing XDG_RUNTIME_DIR; pgserver copes.
                 warnings.simplefilter("ignore")
-                import pgserver
+                pgserver = import_optional("pgserver", "demo", EMBEDDED_NEEDS)
 
                 data_dir = receiptq_home() / "pgdata"
                 data_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -46,13 +46,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from receiptq import db, monitor
+from receiptq import db, extras, monitor
 from receiptq.bench import check_signals, log_tail, positive_int, sigterm_exits, stop_process
 from receiptq.broker import PostgresBroker
 from receiptq.config import configured_database_url, database_url, receiptq_home
-from receiptq.services import images, receipts
+from receiptq.services import receipts
 from receiptq.services.faults import FAIL_RATE_VARIABLE
-from receiptq.services.smtp_sink import SmtpSink
 from receiptq.stats import add_histograms, empty_histogram, histogram_percentile
 
 WORKER_MODULE = "receiptq.actors"
@@ -228,6 +227,8 @@ def create_users(conn: psycopg.Connection[Any]) -> list[int]:
 
 def generate(conn: psycopg.Connection[Any], count: int, rng: random.Random) -> list[Upload]:
     """Users, receipt images and bank transactions; the truth about each receipt."""
+    from receiptq.services import images  # Pillow and the fonts: the demo extra
+
     users = create_users(conn)
     today = date.today()
     uploads = []
@@ -391,6 +392,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    extras.require("demo", "receiptq demo")
+    from receiptq.services.smtp_sink import SmtpSink  # aiosmtpd: the demo extra
+
     console = Console(stderr=True)
     explicit = getattr(args, "url", None) or configured_database_url()
     if explicit is None:
