@@ -36,6 +36,7 @@ from receiptq import (
     config,
     db,
     demo,
+    embedded,
     monitor,
     queue_cli,
     receipts_cli,
@@ -335,6 +336,18 @@ def run_db_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_db_stop(args: argparse.Namespace) -> int:
+    pid = embedded.stop()
+    folder = embedded.data_dir()
+    if args.json:
+        _print_json({"stopped": pid is not None, "pid": pid, "data_dir": str(folder)})
+    elif pid is None:
+        print(f"the embedded PostgreSQL ({folder}) is not running")
+    else:
+        print(f"stopped the embedded PostgreSQL (pid {pid}, data in {folder})")
+    return EXIT_OK
+
+
 def run_status(args: argparse.Namespace) -> int:
     url = _url(args)
     if not args.watch:
@@ -574,6 +587,13 @@ def _add_db(sub: Any, common: argparse.ArgumentParser) -> None:
         "migrate", parents=[common], help="apply the migrations not applied yet (idempotent)"
     )
     migrate.set_defaults(func=run_db_migrate)
+    stop = db_sub.add_parser(
+        "stop",
+        help="stop the embedded PostgreSQL under RECEIPTQ_HOME (started when no URL is set; "
+        "never a server given by URL)",
+    )
+    stop.add_argument("--json", action="store_true", help="print JSON")
+    stop.set_defaults(func=run_db_stop)
 
 
 def _add_status(sub: Any, common: argparse.ArgumentParser) -> None:

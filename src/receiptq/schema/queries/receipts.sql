@@ -44,9 +44,13 @@ LEFT JOIN receiptq_app.matches m ON m.receipt_id = r.id
 LEFT JOIN receiptq_app.bank_transactions t ON t.id = m.transaction_id
 WHERE r.id = %(id)s;
 
+-- name: receipt_lock
+-- Lock one receipt's row until the transaction ends (`receiptq receipts retry`).
+SELECT id FROM receiptq_app.receipts WHERE id = %(id)s FOR UPDATE;
+
 -- name: receipt_list
--- Receipts, newest first, with their match score: all, or one (id), one status, and/or
--- only the stuck ones. A receipt is stuck when it is not finished (uploaded, read,
+-- Receipts, newest first, with their match score: all, or one (id), some (ids), one
+-- status, and/or only the stuck ones. A receipt is stuck when it is not finished (uploaded, read,
 -- matched, unmatched) and no job of its pipeline is queued or running: nothing will
 -- move it on. dead_letter_* is then the newest dead letter of its pipeline, or NULL when
 -- none is left (purged, or never queued). Set-based: one pass over the pipeline's jobs
@@ -90,6 +94,7 @@ listed AS (
     ) AS f
     LEFT JOIN newest p ON f.unfinished AND p.receipt_id = r.id
     WHERE (%(id)s::bigint IS NULL OR r.id = %(id)s)
+      AND (%(ids)s::bigint[] IS NULL OR r.id = ANY(%(ids)s))
       AND (%(status)s::text IS NULL OR r.status = %(status)s)
 )
 SELECT * FROM listed
@@ -98,8 +103,11 @@ ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- name: receipt_status_counts
--- How many receipts are in each status.
-SELECT status, count(*)::bigint AS receipts FROM receiptq_app.receipts GROUP BY status;
+-- How many receipts are in each status: all, or those with these ids.
+SELECT status, count(*)::bigint AS receipts
+FROM receiptq_app.receipts
+WHERE %(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s)
+GROUP BY status;
 
 -- name: receipt_set_read
 -- Store what OCR read, once: only an uploaded receipt moves to read.
@@ -131,6 +139,17 @@ WHERE id = %(id)s AND status IN ('matched', 'unmatched');
 INSERT INTO receiptq_app.bank_transactions (user_id, posted_on, amount, currency, description)
 VALUES (%(user_id)s, %(posted_on)s, %(amount)s, %(currency)s, %(description)s)
 RETURNING id;
+
+-- name: transaction_list
+-- Bank transactions, newest posting first: all, or one user's.
+SELECT t.id, t.user_id, u.email, t.posted_on, t.amount, t.currency, t.description,
+       m.receipt_id
+FROM receiptq_app.bank_transactions t
+JOIN receiptq_app.users u ON u.id = t.user_id
+LEFT JOIN receiptq_app.matches m ON m.transaction_id = t.id
+WHERE %(user_id)s::bigint IS NULL OR t.user_id = %(user_id)s
+ORDER BY t.posted_on DESC, t.id DESC
+LIMIT %(limit)s;
 
 -- name: transaction_candidates
 -- A user's transactions that no other receipt has claimed, to match a receipt against.
