@@ -63,11 +63,10 @@ from receiptq.services.faults import FAIL_RATE_VARIABLE
 from receiptq.stats import add_histograms, empty_histogram, histogram_percentile
 
 WORKER_MODULE = "receiptq.actors"
-ACTORS = ("ocr_receipt", "match_receipt", "send_email")
 #: The demo's receipts go through queues of its own, so its workers never take an
 #: app's jobs: the actors' queues with this prefix (RECEIPTQ_RECEIPT_QUEUE_PREFIX).
 QUEUE_PREFIX = "demo."
-QUEUES = ("demo.ocr", "demo.matching", "demo.email")
+QUEUES = tuple(QUEUE_PREFIX + queue for queue in ("ocr", "matching", "email"))
 USERS = (("enterprise", 2), ("pro", 2), ("free", 3))
 #: Shares of the generated receipts.
 NO_TRANSACTION_SHARE = 0.15  # deliberately unmatched
@@ -448,21 +447,26 @@ def _run(args: argparse.Namespace) -> int:
     try:
         place.check_alone(where, allow_existing_data=args.allow_existing_data)
         summary = _run_in(where, args, console)
+        if args.json:
+            print(json.dumps(summary), flush=True)
+        else:
+            print_summary(summary)
     finally:
-        if where.started_server:
-            embedded.stop()
-            console.print("stopped the embedded PostgreSQL, which the demo had started")
-        elif where.embedded:
-            console.print(
-                "the embedded PostgreSQL keeps running (it was running before the demo): "
-                "`receiptq db stop` stops it",
-                highlight=False,
-            )
-    if args.json:
-        print(json.dumps(summary), flush=True)
-    else:
-        print_summary(summary)
+        leave_server(where, console)
     return 0 if summary["accounted"] else 1
+
+
+def leave_server(where: place.Place, console: Console) -> None:
+    """Stop the embedded server if the demo started it; else say it keeps running."""
+    if where.started_server:
+        embedded.stop()
+        console.print("stopped the embedded PostgreSQL, which the demo had started")
+    elif where.embedded:
+        console.print(
+            "the embedded PostgreSQL keeps running (it was running before the demo): "
+            "`receiptq db stop` stops it",
+            highlight=False,
+        )
 
 
 def _run_in(where: place.Place, args: argparse.Namespace, console: Console) -> dict[str, Any]:
