@@ -55,6 +55,10 @@ def test_db_migrate_creates_only_the_queues_schema_and_says_the_app_chain_is_sep
     with db.connect(empty_database_url) as conn:
         assert not schema_exists(conn, "app")
         assert not schema_exists(conn, "receiptq_app")
+    code, _, err = run(capsys, "receipts", "list", "--url", empty_database_url)
+    assert (code, err) == (
+        1, "receiptq: error: the database has no receipt app tables: run `receiptq receipts migrate`\n",
+    )  # fmt: skip
 
 
 def test_db_migrate_leaves_a_databases_own_app_users_alone(empty_database_url, capsys):

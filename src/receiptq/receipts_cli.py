@@ -18,15 +18,18 @@ that prints the emails the pipeline sends.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import threading
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from rich.console import Console
 from rich.table import Table
 
@@ -76,6 +79,23 @@ LEGACY_TABLES = (
     "this database has the receipt app's tables of receiptq 0.1 in schema app: "
     "`receiptq receipts migrate` moves them to schema receiptq_app"
 )
+
+
+def _needs_app_tables(command: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """A command on the receipt app's tables: where they are missing (the database was
+    migrated by `receiptq db migrate` only), say which command creates them."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
+            if "receiptq_app." not in str(exc):
+                raise  # the queue's tables: the CLI's own message
+            _error("the database has no receipt app tables: run `receiptq receipts migrate`")
+            return EXIT_FAILED
+
+    return run
 
 
 def receipt_chain_notes(url: str) -> list[str]:
@@ -440,7 +460,7 @@ def add_parser(subparsers: Any) -> None:
     )
     submit.add_argument("paths", nargs="+", metavar="PATH", help="image files")
     submit.add_argument("--user", required=True, help="the user's id or email")
-    submit.set_defaults(func=run_submit)
+    submit.set_defaults(func=_needs_app_tables(run_submit))
 
     listing = sub.add_parser("list", parents=[common], help="receipts, newest first")
     listing.add_argument("--status", type=_status, help=f"one of {', '.join(receipts.STATUSES)}")
@@ -450,11 +470,11 @@ def add_parser(subparsers: Any) -> None:
         help="only the receipts nothing will process (a job is a dead letter, or none is left)",
     )
     listing.add_argument("--limit", type=_positive, default=100, help="default 100")
-    listing.set_defaults(func=run_list)
+    listing.set_defaults(func=_needs_app_tables(run_list))
 
     show = sub.add_parser("show", parents=[common], help="where one receipt is, and why")
     show.add_argument("id", type=_positive, metavar="ID")
-    show.set_defaults(func=run_show)
+    show.set_defaults(func=_needs_app_tables(run_show))
 
     retry = sub.add_parser(
         "retry",
@@ -463,16 +483,16 @@ def add_parser(subparsers: Any) -> None:
         "no job left, its pipeline from the step it waits for (refused when it is not stuck)",
     )
     retry.add_argument("id", type=_positive, metavar="ID")
-    retry.set_defaults(func=run_retry)
+    retry.set_defaults(func=_needs_app_tables(run_retry))
 
     users = subparsers.add_parser("users", help="the receipt app's users")
     users_sub = users.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
     add = users_sub.add_parser("add", parents=[common], help="add a user (or change its tier)")
     add.add_argument("email")
     add.add_argument("--tier", default="free", help="enterprise, pro or free (default free)")
-    add.set_defaults(func=run_user_add)
+    add.set_defaults(func=_needs_app_tables(run_user_add))
     user_list = users_sub.add_parser("list", parents=[common], help="every user")
-    user_list.set_defaults(func=run_user_list)
+    user_list.set_defaults(func=_needs_app_tables(run_user_list))
     _add_transactions(subparsers, common)
     sink = subparsers.add_parser(
         "smtp-sink",
@@ -504,13 +524,13 @@ def _add_transactions(subparsers: Any, common: argparse.ArgumentParser) -> None:
     add.add_argument("--amount", required=True, help="e.g. 12.50 (negative for a refund)")
     add.add_argument("--currency", required=True, help="3 letters, e.g. EUR")
     add.add_argument("--description", required=True, help="the bank's text, e.g. CARD CAFE")
-    add.set_defaults(func=run_transaction_add)
+    add.set_defaults(func=_needs_app_tables(run_transaction_add))
     load = sub.add_parser(
         "import", parents=[common], help="add the transactions of a CSV file", description=CSV_HELP
     )
     load.add_argument("path", metavar="FILE.csv")
-    load.set_defaults(func=run_transaction_import)
+    load.set_defaults(func=_needs_app_tables(run_transaction_import))
     listing = sub.add_parser("list", parents=[common], help="bank transactions, newest first")
     listing.add_argument("--user", help="only this user's (email or id)")
     listing.add_argument("--limit", type=_positive, default=100, help="default 100")
-    listing.set_defaults(func=run_transaction_list)
+    listing.set_defaults(func=_needs_app_tables(run_transaction_list))
