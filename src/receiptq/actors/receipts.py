@@ -2,9 +2,9 @@
 
 The app calls one function, :func:`submit_receipt` (store the image and the row,
 and start the pipeline, in one transaction), or :func:`process_receipt` for a
-receipt it stored itself; :func:`retry_receipt` runs a stuck receipt again. The pipeline passes each step's result on:
-``ocr_receipt`` returns the receipt id to ``match_receipt``, which returns the
-email's context to ``send_email``. Every actor is idempotent (delivery is
+receipt it stored itself; :func:`retry_receipt` runs a stuck receipt again. The
+pipeline passes each step's result on: ``ocr_receipt`` returns the receipt id to
+``match_receipt``, which returns the email's context to ``send_email``. Every actor is idempotent (delivery is
 at-least-once). OCR and email go through their services' circuit breakers: while
 one is open, those jobs are postponed without using an attempt.
 
