@@ -512,6 +512,7 @@ def _run_in(where: place.Place, args: argparse.Namespace, console: Console) -> d
                 finished, wall_s = watch(run, workers, log_path, args.timeout, console)
             finally:
                 stop_process(workers, STOP_GRACE_S)  # graceful: the workers write their stats
+                console.line()  # the live view ends mid-line
             summary = summarize(run, sink.count, finished, wall_s)
     finally:
         sink.stop()
@@ -618,7 +619,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     for name, value in rows:
         table.add_row(name, value)
     console = Console()
-    console.print()  # the live view ends without a newline
+    console.print()
     console.print(table)
     if summary["accounted"]:
         console.print("[green]every receipt was accounted for[/green]")
