@@ -111,10 +111,10 @@ def test_db_migrate_applies_once_then_is_up_to_date(empty_database_url, capsys):
     first = run_json(capsys, "db", "migrate", "--url", empty_database_url)
     every = [name for name, _ in db.migration_files()]
     assert every[0] == "0001_queue"
-    assert first == {"applied": every, "up_to_date": False}
+    assert (first["applied"], first["up_to_date"]) == (every, False)
     assert run_json(capsys, "db", "migrate", "--url", empty_database_url)["up_to_date"]
     code, out, _ = run(capsys, "db", "migrate", "--url", empty_database_url)
-    assert (code, out.strip()) == (0, "up to date")
+    assert (code, out.splitlines()[0]) == (0, "up to date")
 
 
 def test_commands_on_an_unmigrated_database_say_to_migrate(empty_database_url, capsys):
@@ -549,7 +549,7 @@ def test_console_script_migrates_and_reports_status(empty_database_url):
 
     migrated = receiptq("db", "migrate", "--url", empty_database_url)
     every = [f"applied {name}" for name, _ in db.migration_files()]
-    assert migrated.returncode == 0 and migrated.stdout.strip().splitlines() == every
+    assert migrated.returncode == 0 and migrated.stdout.strip().splitlines()[:-1] == every
     sent = receiptq("enqueue", "ocr_receipt", "--args", "[1]", "--url", empty_database_url)
     assert sent.returncode == 0, sent.stderr
     status = receiptq("status", "--json", "--url", empty_database_url)

@@ -40,12 +40,14 @@ from receiptq import (
     config,
     db,
     demo,
+    embedded,
     monitor,
     queue_cli,
     receipts_cli,
 )
 from receiptq.broker import PostgresBroker
 from receiptq.errors import QUOTE_LIMIT, ConfigError, MessageError, ReceiptqError, shorten
+from receiptq.extras import MissingExtra
 from receiptq.web import cli as web_cli
 from receiptq.web import top as web_top
 
@@ -354,15 +356,31 @@ def _url(args: argparse.Namespace) -> str:
 
 
 def run_db_migrate(args: argparse.Namespace) -> int:
-    applied = db.migrate(_url(args))
+    url = _url(args)
+    applied = db.migrate(url)
+    notes = receipts_cli.receipt_chain_notes(url)
     if args.json:
-        _print_json({"applied": applied, "up_to_date": not applied})
+        _print_json({"applied": applied, "up_to_date": not applied, "notes": notes})
         return EXIT_OK
     console = Console()
     for name in applied:
         console.print(f"applied {name}")
     if not applied:
         console.print("up to date")
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def run_db_stop(args: argparse.Namespace) -> int:
+    pid = embedded.stop()
+    folder = embedded.data_dir()
+    if args.json:
+        _print_json({"stopped": pid is not None, "pid": pid, "data_dir": str(folder)})
+    elif pid is None:
+        print(f"the embedded PostgreSQL ({folder}) is not running")
+    else:
+        print(f"stopped the embedded PostgreSQL (pid {pid}, data in {folder})")
     return EXIT_OK
 
 
@@ -650,6 +668,13 @@ def _add_db(sub: Any, common: argparse.ArgumentParser) -> None:
         "migrate", parents=[common], help="apply the migrations not applied yet (idempotent)"
     )
     migrate.set_defaults(func=run_db_migrate)
+    stop = db_sub.add_parser(
+        "stop",
+        help="stop the embedded PostgreSQL under RECEIPTQ_HOME (started when no URL is set; "
+        "never a server given by URL)",
+    )
+    stop.add_argument("--json", action="store_true", help="print JSON")
+    stop.set_defaults(func=run_db_stop)
 
 
 def _add_status(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -826,6 +851,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         _error(str(exc))
         return exc.exit_code
+    except MissingExtra as exc:
+        _error(str(exc))
+        return EXIT_FAILED
     except (ConfigError, MessageError) as exc:
         _error(str(exc))
         return EXIT_USAGE

@@ -21,6 +21,8 @@ from receiptq.errors import ConfigError, shorten
 
 __all__ = ["ConfigError", "database_url", "env_float", "env_int", "validate_database_url"]
 
+from receiptq.extras import import_optional
+
 #: Environment variables consulted for the database URL, in order.
 DATABASE_URL_VARIABLES = ("RECEIPTQ_DATABASE_URL", "DATABASE_URL")
 
@@ -36,6 +38,11 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 #: The password in a URL's user info, or in a key=value string, hidden in messages.
 _URL_PASSWORD = re.compile(r"((?:^|[/\s])[^:/@\s]*:)\S*@")
 _KEY_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
+#: What needs the ``demo`` extra's pgserver, said when it is missing.
+EMBEDDED_NEEDS = (
+    "no database URL is set (RECEIPTQ_DATABASE_URL, DATABASE_URL or --url), and the "
+    "embedded PostgreSQL used then"
+)
 
 _embedded_lock = threading.Lock()
 _embedded_url: str | None = None
@@ -136,7 +143,7 @@ def embedded_database_url() -> str:
             with warnings.catch_warnings():
                 # platformdirs warns about a missing XDG_RUNTIME_DIR; pgserver copes.
                 warnings.simplefilter("ignore")
-                import pgserver
+                pgserver = import_optional("pgserver", "demo", EMBEDDED_NEEDS)
 
                 data_dir = receiptq_home() / "pgdata"
                 data_dir.parent.mkdir(parents=True, exist_ok=True)

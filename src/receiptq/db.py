@@ -1,10 +1,14 @@
 """The only module that talks SQL: named queries, connection pools, migrations.
 
 Queries live in ``schema/queries/*.sql`` as blocks that start with
-``-- name: <query_name>``; they are parsed once, at import. Migrations are the
-files ``schema/migrations/NNNN_name.sql``, applied in order, each recorded in
-``receiptq.migrations``; :func:`migrate` holds an advisory lock so that several
-processes can run it at once.
+``-- name: <query_name>``; they are parsed once, at import. Migrations come in
+two chains, each a folder of ``NNNN_name.sql`` files applied in order and each
+with its own record of the files applied: the queue's (:data:`QUEUE_CHAIN`,
+``schema/migrations``, recorded in ``receiptq.migrations``), which every
+deployment applies, and the receipt app's (:data:`RECEIPTS_CHAIN`,
+``schema/receipts_migrations``, recorded in ``receiptq_app.migrations``), which
+only the receipt app and the demo apply, after the queue's. :func:`migrate`
+holds an advisory lock so that several processes can run it at once.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, LiteralString, cast
 
 import psycopg
@@ -65,11 +71,41 @@ def query(name: str) -> LiteralString:
     return cast(LiteralString, QUERIES[name])
 
 
-def migration_files() -> list[tuple[str, str]]:
-    """All migrations as (name, sql), in the order they apply."""
-    folder = resources.files("receiptq.schema") / "migrations"
-    names = sorted(e.name for e in folder.iterdir() if re.match(r"^\d{4}_\w+\.sql$", e.name))
-    return [(name[:-4], (folder / name).read_text()) for name in names]
+@dataclass(frozen=True)
+class Chain:
+    """A chain of migrations: a folder of ``NNNN_name.sql`` files, and the named
+    queries that create its record of applied files, read it and add to it."""
+
+    name: str
+    folder: Traversable
+    bootstrap: str
+    applied: str
+    record: str
+    #: The table of its record (created by ``bootstrap``).
+    table: str
+
+
+_SCHEMA = resources.files("receiptq.schema")
+#: The queue's objects, schema ``receiptq``: what ``receiptq db migrate`` applies. The
+#: record may name files this package no longer ships (``0005_receipts_app`` of 0.1
+#: moved to the receipt app's chain): they are ignored.
+QUEUE_CHAIN = Chain(
+    "queue", _SCHEMA / "migrations",
+    "migration_bootstrap", "migration_applied", "migration_record", "receiptq.migrations",
+)  # fmt: skip
+#: The receipt app's tables, schema ``receiptq_app`` (``receiptq receipts migrate``,
+#: the demo): applied after the queue's chain, whose tables its queries join.
+RECEIPTS_CHAIN = Chain(
+    "receipts", _SCHEMA / "receipts_migrations",
+    "receipts_migration_bootstrap", "receipts_migration_applied", "receipts_migration_record",
+    "receiptq_app.migrations",
+)  # fmt: skip
+
+
+def migration_files(chain: Chain = QUEUE_CHAIN) -> list[tuple[str, str]]:
+    """A chain's migrations as (name, sql), in the order they apply."""
+    names = sorted(e.name for e in chain.folder.iterdir() if re.match(r"^\d{4}_\w+\.sql$", e.name))
+    return [(name[:-4], (chain.folder / name).read_text()) for name in names]
 
 
 def connect(url: str, **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
@@ -154,33 +190,34 @@ def execute_many(
         cur.executemany(query(name), list(params))
 
 
-def migrate(url: str) -> list[str]:
-    """Apply the migrations not applied yet; return their names. Idempotent.
+def migrate(url: str, chain: Chain = QUEUE_CHAIN) -> list[str]:
+    """Apply a chain's migrations not applied yet; return their names. Idempotent.
 
-    Everything runs in one transaction under an advisory lock, so two processes
-    migrating at once apply each file exactly once, and a failing migration
-    leaves the database as it was.
+    Everything runs in one transaction under an advisory lock (one lock for every
+    chain), so two processes migrating at once apply each file exactly once, and a
+    failing migration leaves the database as it was.
     """
     applied_now: list[str] = []
     with psycopg.connect(url, row_factory=dict_row) as conn, conn.transaction():
         conn.execute(query("migration_lock"))
-        conn.execute(query("migration_bootstrap"))
-        done = {row["name"] for row in fetch_all(conn, "migration_applied")}
-        for name, sql in migration_files():
+        conn.execute(query(chain.bootstrap))
+        done = {row["name"] for row in fetch_all(conn, chain.applied)}
+        for name, sql in migration_files(chain):
             if name in done:
                 continue
             conn.execute(cast(LiteralString, sql))
-            conn.execute(query("migration_record"), {"name": name})
+            conn.execute(query(chain.record), {"name": name})
             applied_now.append(name)
     return applied_now
 
 
-def applied_migrations(url: str) -> list[str]:
+def applied_migrations(url: str, chain: Chain = QUEUE_CHAIN) -> list[str]:
+    """The names a chain's record holds ([] when it has none yet)."""
     with connect(url) as conn:
-        exists = conn.execute("SELECT to_regclass('receiptq.migrations') AS t").fetchone()
-        if not exists or exists["t"] is None:
+        row = fetch_one(conn, "migration_table_exists", {"table": chain.table})
+        if row is None or not row["present"]:
             return []
-        return [row["name"] for row in fetch_all(conn, "migration_applied")]
+        return [row["name"] for row in fetch_all(conn, chain.applied)]
 
 
 # -- errors as one line that says what to do ---------------------------------------------
