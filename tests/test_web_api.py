@@ -46,7 +46,13 @@ def test_api_dashboard_has_status_actors_tiers_and_history(database_url, conn, k
     assert ocr["run_p50_ms"] == pytest.approx(4.0)  # 10 runs in the (3, 5] ms bucket
     assert data["actors"]["send_email"]["done_5m"] == 5
     tiers = {t["tier"]: t for t in data["tiers"]}
-    assert (tiers["pro"]["queued"], tiers["free"]["queued"], tiers["free"]["running"]) == (3, 1, 1)
+    free = tiers["free"]
+    assert (tiers["pro"]["queued"], free["queued"], free["running"], free["reserved"]) == (
+        3,
+        1,
+        1,
+        1,
+    )
     assert tiers[None]["scheduled"] == 1
     assert tiers["pro"]["ready_share"] == pytest.approx(0.75)
     assert len(data["history"]) == monitor.HISTORY_MIN + 1
@@ -66,7 +72,13 @@ def test_depth_sampler_keeps_the_snapshot_depths(database_url, known):
         pool.close()
     samples = sampler.history()
     assert len(samples) == 2
-    assert samples[-1]["queues"]["ocr"] == {"queued": 3, "scheduled": 1, "running": 0, "dead": 0}
+    assert samples[-1]["queues"]["ocr"] == {
+        "queued": 3,
+        "scheduled": 1,
+        "running": 0,
+        "reserved": 0,
+        "dead": 0,
+    }
     assert samples[-1]["totals"]["dead"] == 3
 
 
@@ -87,7 +99,16 @@ def test_minute_history_fills_missing_minutes_with_zero():
 
 
 def test_tier_share_is_none_when_nothing_is_ready():
-    rows = [{"tier": "pro", "queued": 0, "scheduled": 2, "running": 1, "oldest_ready_s": None}]
+    rows = [
+        {
+            "tier": "pro",
+            "queued": 0,
+            "scheduled": 2,
+            "running": 1,
+            "reserved": 0,
+            "oldest_ready_s": None,
+        }
+    ]
     assert monitor.tier_figures(rows)[0]["ready_share"] is None
 
 
