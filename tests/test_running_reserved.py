@@ -76,6 +76,7 @@ def test_a_worker_with_2_threads_and_prefetch_8_runs_2_jobs_and_reserves_6(
         assert snap["queues"]["slow"]["queued"] == 0
         (figures,) = snap["workers"]
         assert (figures["running"], figures["reserved"], figures["in_flight"]) == (2, 6, 8)
+        assert figures["queues"] == ["slow"]  # written with the starts, not 10 s later
 
         # A second later one job ends and a reserved one starts: top times each from
         # its own start, though all 8 were claimed together.
@@ -130,7 +131,7 @@ def test_the_heartbeat_thread_writes_started_deliveries_within_a_second_only_whe
         wait_until(lambda: row()["ids"] == [41], 10, "the start to be written")
         assert row()["attempts"] == [2]
         assert 4.0 < row()["age"].total_seconds() < 15.0  # stored on the database's clock
-        assert not beat.refresh_started()  # nothing changed: nothing written
+        assert not beat.refresh()  # nothing changed: nothing written
         del started[41]
         wait_until(lambda: row()["ids"] == [], 10, "the end to be written")
     finally:

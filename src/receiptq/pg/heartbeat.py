@@ -2,9 +2,10 @@
 and rescues the jobs of workers that died.
 
 Between two beats (a third of the lease) it wakes every
-:data:`DELIVERIES_REFRESH_S` and, when the deliveries its threads started have
-changed, writes them to its workers row (one small update), so that monitoring
-tells running jobs from reserved ones about a second late without a write per job.
+:data:`DELIVERIES_REFRESH_S` and, when the queues it consumes or the deliveries
+its threads started have changed, writes them to its workers row (one small
+update), so that monitoring tells running jobs from reserved ones about a second
+late without a write per job.
 """
 
 from __future__ import annotations
@@ -43,13 +44,15 @@ class WorkerStatus:
     started: Mapping[int, tuple[int, float]] = field(default_factory=dict)
 
 
-def started_params(worker_id: str, started: Mapping[int, tuple[int, float]]) -> dict[str, Any]:
-    """The ``worker_set_started`` parameters: each start as seconds ago, so that the
+def refresh_params(worker_id: str, status: WorkerStatus) -> dict[str, Any]:
+    """The ``worker_refresh`` parameters: each start as seconds ago, so that the
     database stores it on its own clock (the worker's clock may be off)."""
     now = time.time()
+    started = status.started
     ids = sorted(started)
     return {
         "id": worker_id,
+        "queues": status.queues,
         "job_ids": ids,
         "attempts": [started[i][0] for i in ids],
         "ages_s": [max(0.0, now - started[i][1]) for i in ids],
@@ -84,8 +87,8 @@ class Heartbeat:
         self._interval_s = interval_s
         self._refresh_s = min(refresh_s, interval_s)
         self._status = status
-        #: The started deliveries as the workers row holds them (None: unknown, write).
-        self._written: dict[int, tuple[int, float]] | None = None
+        #: The queues and started deliveries as the workers row holds them (None: unknown).
+        self._written: tuple[list[str], dict[int, tuple[int, float]]] | None = None
         self._on_rescue = on_rescue
         self._stop = threading.Event()
         self._thresholds = thresholds or Thresholds.from_env()
@@ -114,19 +117,20 @@ class Heartbeat:
 
     def _refresh_logged(self) -> None:
         try:
-            self.refresh_started()
+            self.refresh()
         except Exception:
             logger.warning("could not write the started deliveries; retrying", exc_info=True)
 
-    def refresh_started(self, status: WorkerStatus | None = None) -> bool:
-        """Write the deliveries started here to the workers row if they changed since
-        the last write; returns whether it wrote."""
-        started = dict((status or self._status()).started)
-        if started == self._written:
+    def refresh(self, status: WorkerStatus | None = None) -> bool:
+        """Write the queues and the deliveries started here to the workers row if they
+        changed since the last write; returns whether it wrote."""
+        status = status or self._status()
+        held = (list(status.queues), dict(status.started))
+        if held == self._written:
             return False
         with self._pool_getter().connection() as conn:
-            db.execute(conn, "worker_set_started", started_params(self.worker_id, started))
-        self._written = started
+            db.execute(conn, "worker_refresh", refresh_params(self.worker_id, status))
+        self._written = held
         return True
 
     def beat(self) -> list[dict[str, Any]]:
@@ -161,7 +165,7 @@ class Heartbeat:
             db.execute(conn, "job_extend_leases", leases)
             rescued = db.fetch_all(conn, "job_rescue_expired", leases)
             db.execute(conn, "worker_remove_stale", {"stale_s": max(self._lease_s * 10, 60)})
-        self.refresh_started(status)
+        self.refresh(status)
         for row in rescued:
             logger.warning(
                 "rescued %d job(s) of %s/%s from a lost worker: %s",

@@ -17,11 +17,13 @@ SET last_heartbeat_at = now(), queues = %(queues)s, in_flight = %(in_flight)s,
 WHERE id = %(id)s
 RETURNING id;
 
--- name: worker_set_started
--- The deliveries a worker's threads started and not finished (migration 0007),
--- each start given as seconds ago so that it is stored on the database's clock.
+-- name: worker_refresh
+-- Between heartbeats: the queues a worker consumes and the deliveries its threads
+-- started and not finished (migration 0007), each start given as seconds ago so
+-- that it is stored on the database's clock.
 UPDATE receiptq.workers
-SET started_job_ids = %(job_ids)s::bigint[],
+SET queues = %(queues)s,
+    started_job_ids = %(job_ids)s::bigint[],
     started_attempts = %(attempts)s::integer[],
     started_ats = ARRAY(SELECT now() - make_interval(secs => a.age_s)
                         FROM unnest(%(ages_s)s::float8[]) WITH ORDINALITY AS a(age_s, n)
