@@ -35,6 +35,17 @@ def test_api_status_is_exactly_the_monitor_snapshot(database_url, conn, known):
     assert served["totals"]["queued"] == 4 and served["totals"]["dead"] == 3
 
 
+def test_api_running_lists_the_running_and_the_reserved_jobs_apart(database_url, known):
+    with client(database_url) as web:
+        served = web.get("/api/running").json()
+    assert served["counts"] == {"running": 1, "reserved": 1}
+    (running,) = served["running"]
+    (reserved,) = served["reserved"]
+    assert (running["actor"], running["args"]) == ("send_email", "'b@example.com'")
+    assert running["started_at"] is not None and reserved["started_at"] is None
+    assert reserved["args"] == "'r@example.com'"
+
+
 def test_api_dashboard_has_status_actors_tiers_and_history(database_url, conn, known):
     now = known["now"]
     with client(database_url, clock=lambda: now) as web:
