@@ -139,6 +139,31 @@ def test_the_heartbeat_thread_writes_started_deliveries_within_a_second_only_whe
         pool.close()
 
 
+def test_a_worker_that_cannot_write_its_starts_says_so_once_and_keeps_beating(
+    database_url, conn, caplog
+):
+    # A database the migration 0007 never reached: the workers row has no started_* columns.
+    conn.execute("DROP VIEW receiptq.claimed_jobs")
+    conn.execute("ALTER TABLE receiptq.workers DROP COLUMN started_job_ids")
+    pool = db.open_pool(database_url, max_size=2)
+    started = {7: (1, time.time())}
+    beat = Heartbeat(
+        lambda: pool, worker_id="h:1:old", lease_s=600, interval_s=300, refresh_s=300,
+        status=lambda: WorkerStatus(["q"], list(started), dict(started)),
+    )  # fmt: skip
+    try:
+        for _ in range(3):  # what the heartbeat thread does once a second
+            beat._refresh_logged()
+    finally:
+        beat.close()
+        pool.close()
+    failures = [r for r in caplog.records if "could not write the started" in r.getMessage()]
+    assert len(failures) == 1
+    assert "started_job_ids" in failures[0].getMessage()
+    # The beat itself (leases, rescues) goes on.
+    assert not [r for r in caplog.records if "heartbeat failed" in r.getMessage()]
+
+
 def test_a_start_reported_for_an_earlier_attempt_leaves_the_job_reserved(broker, conn):
     broker.declare_queue("q")
     send(broker, "q", "a")

@@ -25,8 +25,9 @@ from receiptq.pg.resources import Thresholds, sample_host, throttle_reason
 
 logger = logging.getLogger(__name__)
 
-#: How often (s) the deliveries started here are written to the workers row, at
-#: most (only when they changed): how late monitoring may see a start or an end.
+#: How often (s) the queues and the deliveries started here are written to the
+#: workers row, at most (only when they changed): how late monitoring may see a
+#: start or an end.
 DELIVERIES_REFRESH_S = 1.0
 
 
@@ -66,8 +67,8 @@ def new_worker_id() -> str:
 class Heartbeat:
     """Every ``interval_s``: refresh the workers row, extend the leases of the jobs
     ``status()`` names, rescue expired leases of any worker, forget workers silent
-    for long. Every ``refresh_s`` in between: write the started deliveries when
-    they changed."""
+    for long. Every ``refresh_s`` in between: write the queues and the started
+    deliveries when they changed. ``status()`` says what the process holds."""
 
     def __init__(
         self,
@@ -89,6 +90,7 @@ class Heartbeat:
         self._status = status
         #: The queues and started deliveries as the workers row holds them (None: unknown).
         self._written: tuple[list[str], dict[int, tuple[int, float]]] | None = None
+        self._refresh_failing = False
         self._on_rescue = on_rescue
         self._stop = threading.Event()
         self._thresholds = thresholds or Thresholds.from_env()
@@ -115,11 +117,16 @@ class Heartbeat:
             else:
                 self._refresh_logged()
 
-    def _refresh_logged(self) -> None:
+    def _refresh_logged(self, status: WorkerStatus | None = None) -> None:
         try:
-            self.refresh()
-        except Exception:
-            logger.warning("could not write the started deliveries; retrying", exc_info=True)
+            self.refresh(status)
+        except Exception as exc:
+            # Once until a write works again, not every second: the beat reports outages.
+            if not self._refresh_failing:
+                logger.warning("could not write the started deliveries (%s); retrying", exc)
+            self._refresh_failing = True
+        else:
+            self._refresh_failing = False
 
     def refresh(self, status: WorkerStatus | None = None) -> bool:
         """Write the queues and the deliveries started here to the workers row if they
@@ -165,7 +172,6 @@ class Heartbeat:
             db.execute(conn, "job_extend_leases", leases)
             rescued = db.fetch_all(conn, "job_rescue_expired", leases)
             db.execute(conn, "worker_remove_stale", {"stale_s": max(self._lease_s * 10, 60)})
-        self.refresh(status)
         for row in rescued:
             logger.warning(
                 "rescued %d job(s) of %s/%s from a lost worker: %s",
@@ -176,6 +182,7 @@ class Heartbeat:
             )
         if rescued and self._on_rescue:
             self._on_rescue(rescued)
+        self._refresh_logged(status)
         return rescued
 
     def close(self) -> None:
