@@ -192,6 +192,7 @@ def test_status_json_counts_known_contents(database_url, broker, conn, capsys):
         "queued": 2,
         "scheduled": 1,
         "running": 0,
+        "reserved": 0,
         "dead": 1,
         "done_1m": 4,
         "done_5m": 10,
@@ -205,6 +206,9 @@ def test_status_json_counts_known_contents(database_url, broker, conn, capsys):
         "run_p50_ms": pytest.approx(4.0),
         "run_p95_ms": pytest.approx(4.9),
         "success_rate_5m": pytest.approx(10 / 11),
+        "paused": False,
+        "max_running": None,
+        "actor_caps": {},
     }
     assert snap["totals"]["queued"] == 2 and snap["totals"]["done_60m"] == 20
     assert snap["workers"] == []

@@ -25,17 +25,23 @@ def test_pause_resume_and_cap_are_listed_and_honoured_by_the_claim(broker, capsy
     code, out, _ = run(capsys, "queue", "pause", "ocr", "--json", "--url", database_url)
     assert code == 0
     assert json.loads(out) == {
-        "ocr": {"paused": True, "max_running": None, "running": 0, "actors": {}}
+        "ocr": {"paused": True, "max_running": None, "running": 0, "reserved": 0, "actors": {}}
     }
     assert broker.claim("ocr", 10) == []
 
     run(capsys, "queue", "resume", "ocr", "--url", database_url)
     code, out, _ = run(capsys, "queue", "cap", "ocr", "2", "--json", "--url", database_url)
-    assert json.loads(out)["ocr"] == {"paused": False, "max_running": 2, "running": 0, "actors": {}}
+    assert json.loads(out)["ocr"] == {
+        "paused": False,
+        "max_running": 2,
+        "running": 0,
+        "reserved": 0,
+        "actors": {},
+    }
     assert len(broker.claim("ocr", 10)) == 2
 
     code, out, _ = run(capsys, "queue", "list", "--json", "--url", database_url)
-    assert json.loads(out)["ocr"]["running"] == 2
+    assert (json.loads(out)["ocr"]["running"], json.loads(out)["ocr"]["reserved"]) == (0, 2)
     run(capsys, "queue", "cap", "ocr", "none", "--url", database_url)
     assert len(broker.claim("ocr", 10)) == 3
 
@@ -64,7 +70,9 @@ def test_actor_cap_is_listed_and_bounds_only_that_actors_jobs(broker, capsys, da
     argv = ("queue", "cap", "shared", "2", "--actor", "ocr_receipt", "--json", "--url")
     code, out, err = run(capsys, *argv, database_url)
     assert code == 0 and err == ""
-    assert json.loads(out)["shared"]["actors"] == {"ocr_receipt": {"max_running": 2, "running": 0}}
+    assert json.loads(out)["shared"]["actors"] == {
+        "ocr_receipt": {"max_running": 2, "running": 0, "reserved": 0}
+    }
     assert broker.claim_path("shared") == "locked"
     # The fast paths refuse the queue; the claim function takes 2 OCR jobs and every email.
     assert broker.claim("shared", 20, path="fair") == []
@@ -127,7 +135,7 @@ def test_reset_removes_the_pause_the_cap_and_the_actor_caps(broker, capsys, data
         assert (code, err) == (0, "")  # a queue with jobs is known: no warning
     code, out, _ = run(capsys, "queue", "reset", "ocr", "--json", "--url", database_url)
     assert json.loads(out) == {
-        "ocr": {"paused": False, "max_running": None, "running": 0, "actors": {}}
+        "ocr": {"paused": False, "max_running": None, "running": 0, "reserved": 0, "actors": {}}
     }
     assert broker.claim_path("ocr") == "plain"
 
@@ -168,6 +176,12 @@ def test_queue_list_shows_every_known_queue(broker, capsys, database_url):
     code, out, _ = run(capsys, "queue", "list", "--json", "--url", database_url)
     listing = json.loads(out)
     assert sorted(listing) == ["capped", "email", "mail", "matching", "ocr"]
-    assert listing["ocr"] == {"paused": False, "max_running": None, "running": 0, "actors": {}}
+    assert listing["ocr"] == {
+        "paused": False,
+        "max_running": None,
+        "running": 0,
+        "reserved": 0,
+        "actors": {},
+    }
     code, out, _ = run(capsys, "queue", "list", "--url", database_url)
     assert all(queue in out for queue in listing)

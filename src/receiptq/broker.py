@@ -36,7 +36,7 @@ from receiptq.config import database_url, env_float, env_int, validate_queue_nam
 from receiptq.middleware import BackoffRetries, receiptq_middleware
 from receiptq.pg.delivery import JobProxy
 from receiptq.pg.flusher import Flusher
-from receiptq.pg.heartbeat import Heartbeat, new_worker_id
+from receiptq.pg.heartbeat import Heartbeat, WorkerStatus, new_worker_id
 from receiptq.pg.listener import Listener
 from receiptq.pg.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -68,11 +68,14 @@ DUPLICATE_OPTION = "duplicate"
 
 
 class _DeliveryClock(Middleware):
-    """Notes when each delivery starts running (for latency and run-time stats)."""
+    """Notes when each delivery starts running (for latency and run-time stats, and
+    for monitoring: a started delivery is running, a claimed one only reserved)."""
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
         if isinstance(message, JobProxy):
             message.started_at = time.time()
+            if isinstance(broker, PostgresBroker):
+                broker._note_started(message)
 
 
 def _middleware_or_default(middleware: list[Middleware] | None) -> list[Middleware]:
@@ -157,6 +160,7 @@ class PostgresBroker(Broker):
         self._consumers: set[_PostgresConsumer] = set()
         self._retried: set[str] = set()  # message ids re-queued while being delivered here
         self._in_flight: set[int] = set()  # job ids claimed here and not finished yet
+        self._started: dict[int, tuple[int, float]] = {}  # of those, started: (attempt, at)
         self._local = threading.local()
         self.add_middleware(_DeliveryClock())
         # A forked child (Dramatiq's worker processes) starts with no pool and no
@@ -181,6 +185,7 @@ class PostgresBroker(Broker):
         self._consumers = set()
         self._retried = set()
         self._in_flight = set()
+        self._started = {}
         self.worker_id = new_worker_id()
 
     def _flush_at_exit(self) -> None:
@@ -404,15 +409,24 @@ class PostgresBroker(Broker):
         heartbeat = self._heartbeat
         return None if heartbeat is None else heartbeat.throttled_reason
 
-    def _worker_status(self) -> tuple[list[str], list[int]]:
+    def _worker_status(self) -> WorkerStatus:
         with self._lock:
             queues = sorted({c.queue_name for c in self._consumers})
-            return queues, list(self._in_flight)
+            return WorkerStatus(queues, list(self._in_flight), dict(self._started))
+
+    def _note_started(self, message: JobProxy) -> None:
+        """A worker thread started this delivery (the heartbeat reports it running)."""
+        assert message.started_at is not None
+        with self._lock:
+            if message.job_id in self._in_flight:
+                self._started[message.job_id] = (message.attempt, message.started_at)
 
     def _land(self, job_ids: Iterable[int]) -> None:
         """These deliveries are over here: the heartbeat stops renewing their leases."""
         with self._lock:
-            self._in_flight.difference_update(job_ids)
+            for job_id in job_ids:
+                self._in_flight.discard(job_id)
+                self._started.pop(job_id, None)
 
     def _wake(self, payload: str) -> None:
         """A notification: ``queue`` (a job is due now), ``later:queue`` (jobs were

@@ -203,21 +203,35 @@ def _queue_rows(snap: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], boo
     yield "total", snap["totals"], True
 
 
+def queue_settings_text(figures: dict[str, Any]) -> Text:
+    """A queue's settings in a few words: ``paused, cap 4, ocr_receipt cap 2`` (or "-")."""
+    parts = [Text("paused", style="yellow")] if figures.get("paused") else []
+    if figures.get("max_running") is not None:
+        parts.append(Text(f"cap {figures['max_running']}"))
+    for actor, cap in (figures.get("actor_caps") or {}).items():
+        parts.append(Text(f"{actor} cap {cap['max_running']}"))
+    return Text(", ").join(parts) if parts else Text("-")
+
+
 def backlog_table(snap: dict[str, Any]) -> Table:
-    table = Table(title="Queues", title_justify="left")
+    table = Table(
+        title="Queues",
+        title_justify="left",
+        caption="running: started by a worker thread; reserved: claimed by a worker, not started",
+        caption_justify="left",
+    )
     table.add_column("Queue")
-    for header in ("Ready", "Scheduled", "Running", "Dead", "Oldest ready"):
+    for header in ("Ready", "Scheduled", "Running", "Reserved", "Dead", "Oldest ready"):
         table.add_column(header, justify="right")
+    table.add_column("Settings")
     for name, f, is_total in _queue_rows(snap):
         if is_total:
             table.add_section()
         table.add_row(
             name,
-            str(f["queued"]),
-            str(f["scheduled"]),
-            str(f["running"]),
-            str(f["dead"]),
+            *(str(f[key]) for key in ("queued", "scheduled", "running", "reserved", "dead")),
             _fmt(f["oldest_ready_s"], suffix=" s"),
+            "" if is_total else queue_settings_text(f),
             style="bold" if is_total else None,
         )
     return table
@@ -246,7 +260,8 @@ def throughput_table(snap: dict[str, Any]) -> Table:
 
 def workers_table(snap: dict[str, Any]) -> Table:
     table = Table(title="Workers", title_justify="left")
-    for header in ("Worker", "Queues", "In flight", "CPU", "Memory", "Heartbeat", "State"):
+    headers = ("Worker", "Queues", "Running", "Reserved", "CPU", "Memory", "Heartbeat", "State")
+    for header in headers:
         table.add_column(
             header, justify="left" if header in ("Worker", "Queues", "State") else "right"
         )
@@ -260,7 +275,8 @@ def workers_table(snap: dict[str, Any]) -> Table:
         table.add_row(
             w["id"],
             ", ".join(w["queues"]),
-            str(w["in_flight"]),
+            str(w["running"]),
+            str(w["reserved"]),
             _fmt(w.get("cpu_percent"), ".0f", "%"),
             _fmt(w.get("memory_percent"), ".0f", "%"),
             f"{w['heartbeat_age_s']:.0f} s ago",

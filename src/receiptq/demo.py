@@ -313,14 +313,14 @@ def status_table(snap: dict[str, Any], stats: dict[str, Totals], counts: dict[st
     title = "receipts: " + ", ".join(f"{n} {status}" for status, n in counts.items())
     table = Table(title=title, title_justify="left")
     table.add_column("queue")
-    for name in ("queued", "scheduled", "running", "done", "retried", "postponed", "dead"):
+    for name in (*monitor.LIVE_FIELDS, "done", "retried", "postponed", "dead"):
         table.add_column(name, justify="right")
     for queue in QUEUES:
         live = snap["queues"].get(queue, {})
         totals = stats.get(queue, Totals()).counts
         table.add_row(
             queue,
-            *(str(live.get(key, 0)) for key in ("queued", "scheduled", "running")),
+            *(str(live.get(key, 0)) for key in monitor.LIVE_FIELDS),
             str(totals["succeeded"]),
             str(totals["retried"]),
             str(totals["postponed"]),

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from receiptq import config, db
+from receiptq import config, db, monitor
 from receiptq.errors import shorten
 
 #: What an actor name may look like (Dramatiq actor names are Python identifiers).
@@ -31,9 +31,9 @@ def _say(kind: str, message: str) -> None:
     print(f"receiptq: {kind}: {message}", file=sys.stderr)
 
 
-def _settings(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    with db.connect(url) as conn:
-        return db.fetch_all(conn, "queue_settings_list"), db.fetch_all(conn, "actor_caps_list")
+def _listing(url: str) -> dict[str, dict[str, Any]]:
+    """Every known queue (jobs, dead letters, recent statistics or a setting)."""
+    return monitor.queue_list(monitor.snapshot(url))
 
 
 def _set_cap(conn: Any, args: argparse.Namespace) -> int:
@@ -107,36 +107,38 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         if status := _apply(url, args):
             return status
-    queues, actor_caps = _settings(url)
+    listing = _listing(url)
     if args.json:
-        listing = {r["queue"]: {**_public(r), "actors": {}} for r in queues}
-        for c in actor_caps:
-            listing[c["queue"]]["actors"][c["actor"]] = _public_cap(c)
         print(json.dumps(listing, default=str))
         return 0
-    table = Table(title="queue settings")
-    for column in ("queue", "paused", "max running", "running now"):
-        table.add_column(column, justify="left" if column == "queue" else "right")
-    for r in queues:
-        limit = "-" if r["max_running"] is None else str(r["max_running"])
-        table.add_row(r["queue"], "yes" if r["paused"] else "no", limit, str(r["running"]))
-    Console().print(table)
-    if actor_caps:
-        table = Table(title="actor caps")
-        for column in ("queue", "actor", "max running", "running now"):
-            table.add_column(column, justify="right" if "running" in column else "left")
-        for c in actor_caps:
-            table.add_row(c["queue"], c["actor"], str(c["max_running"]), str(c["running"]))
-        Console().print(table)
+    Console().print(*_listing_tables(listing))
     return 0
 
 
-def _public(row: dict[str, Any]) -> dict[str, Any]:
-    return {"paused": row["paused"], "max_running": row["max_running"], "running": row["running"]}
+#: The columns of the listing's tables after the names: a cap counts the jobs
+#: claimed, running (started by a worker thread) and reserved (not started yet).
+_COUNT_COLUMNS = ("max running", "running", "reserved")
 
 
-def _public_cap(row: dict[str, Any]) -> dict[str, Any]:
-    return {"max_running": row["max_running"], "running": row["running"]}
+def _listing_tables(listing: dict[str, dict[str, Any]]) -> list[Table]:
+    queues = Table(title="queues", caption="a cap counts running and reserved jobs")
+    for column in ("queue", "paused", *_COUNT_COLUMNS):
+        queues.add_column(column, justify="left" if column == "queue" else "right")
+    caps = Table(title="actor caps")
+    for column in ("queue", "actor", *_COUNT_COLUMNS):
+        caps.add_column(column, justify="left" if column in ("queue", "actor") else "right")
+    for name, q in listing.items():
+        queues.add_row(name, "yes" if q["paused"] else "no", *_counts(q))
+        for actor, cap in q["actors"].items():
+            caps.add_row(name, actor, *_counts(cap))
+    if not listing:
+        queues.caption = "no queue is known yet: no job, dead letter, statistic or setting"
+    return [queues, caps] if caps.row_count else [queues]
+
+
+def _counts(figures: dict[str, Any]) -> list[str]:
+    limit = figures["max_running"]
+    return ["-" if limit is None else str(limit), str(figures["running"]), str(figures["reserved"])]
 
 
 def _cap(text: str) -> str:

@@ -44,27 +44,10 @@ SELECT EXISTS (SELECT 1 FROM receiptq.jobs WHERE queue = %(queue)s)
        OR EXISTS (SELECT 1 FROM receiptq.workers WHERE %(queue)s = ANY (queues)) AS seen;
 
 -- name: queue_settings_list
--- Every known queue (jobs, dead letters, statistics, settings, actor caps, workers),
--- with its settings and its live running count.
-WITH queues AS (
-    SELECT queue FROM receiptq.queue_settings
-    UNION
-    SELECT queue FROM receiptq.actor_caps
-    UNION
-    SELECT DISTINCT queue FROM receiptq.jobs
-    UNION
-    SELECT DISTINCT queue FROM receiptq.dead_letters
-    UNION
-    SELECT DISTINCT queue FROM receiptq.stats_minute
-    UNION
-    SELECT DISTINCT unnest(queues) FROM receiptq.workers
-)
-SELECT q.queue, coalesce(s.paused, false) AS paused, s.max_running, s.updated_at,
-       (SELECT count(*) FROM receiptq.jobs AS j
-        WHERE j.queue = q.queue AND j.state = 'running')::integer AS running
-FROM queues AS q
-LEFT JOIN receiptq.queue_settings AS s ON s.queue = q.queue
-ORDER BY q.queue;
+-- Every queue's settings (pause, cap); the monitor adds the live counts.
+SELECT queue, paused, max_running, updated_at
+FROM receiptq.queue_settings
+ORDER BY queue;
 
 -- name: queue_claim_path
 -- How a queue must be claimed: restricted (paused, capped, or with a capped
@@ -90,12 +73,14 @@ ON CONFLICT (queue, actor) DO UPDATE SET max_running = excluded.max_running, upd
 DELETE FROM receiptq.actor_caps WHERE queue = %(queue)s AND actor = %(actor)s;
 
 -- name: actor_caps_list
--- Every actor cap, with the actor's live running count.
+-- Every actor cap, with the actor's claimed jobs on the queue (what the cap
+-- counts): running (started by a worker thread) and reserved (not started).
 SELECT c.queue, c.actor, c.max_running, c.updated_at,
-       (SELECT count(*) FROM receiptq.jobs AS j
-        WHERE j.queue = c.queue AND j.actor = c.actor AND j.state = 'running')::integer
-           AS running
+       count(h.started_at)::integer AS running,
+       count(h.id) FILTER (WHERE h.started_at IS NULL)::integer AS reserved
 FROM receiptq.actor_caps AS c
+LEFT JOIN receiptq.claimed_jobs AS h ON h.queue = c.queue AND h.actor = c.actor
+GROUP BY c.queue, c.actor
 ORDER BY c.queue, c.actor;
 
 -- name: actor_seen_on_queue
