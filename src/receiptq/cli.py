@@ -36,6 +36,7 @@ from receiptq import (
     config,
     db,
     demo,
+    import_cli,
     monitor,
     queue_cli,
     receipts_cli,
@@ -698,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     web_top.add_parser(sub)
     receipts_cli.add_parser(sub)
     breakers_cli.add_parser(sub)
+    import_cli.add_parser(sub)
     return parser
 
 
