@@ -25,10 +25,7 @@ from receiptq.import_dramatiq_pg import (
     QueueTally,
     Source,
     SourceError,
-    require_source,
-    rows_to_read,
     run_import,
-    source_counts,
     validate_identifier,
 )
 from receiptq.pg.messages import DEFAULT_MAX_MESSAGE_BYTES
@@ -75,16 +72,19 @@ def _import(
     conn: psycopg.Connection[Any], source: Source, options: ImportOptions, *, show_progress: bool
 ) -> ImportReport:
     """Run the import, with a progress bar on stderr when it takes more than one batch."""
-    require_source(conn, source)
-    total = rows_to_read(source_counts(conn, source))
-    if not show_progress or total <= options.batch_size:
+    if not show_progress:
         return run_import(conn, source, options)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(
         *columns, TimeElapsedColumn(), console=Console(stderr=True), transient=True
     ) as bar:
-        task = bar.add_task(f"importing from {source}", total=total)
-        return run_import(conn, source, options, lambda rows: bar.advance(task, rows))
+        task = bar.add_task(f"importing from {source}", visible=False)
+
+        def show(rows_read: int, total: int) -> None:
+            visible = total > options.batch_size
+            bar.update(task, completed=rows_read, total=total, visible=visible)
+
+        return run_import(conn, source, options, show)
 
 
 def report_view(report: ImportReport) -> RenderableType:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -325,33 +325,20 @@ def require_source(conn: psycopg.Connection[Any], source: Source) -> None:
         )
 
 
-def source_counts(conn: psycopg.Connection[Any], source: Source) -> list[dict[str, Any]]:
-    """Rows per queue name and state in dramatiq-pg's table."""
-    return db.fetch_all(conn, "dramatiq_pg_counts", identifiers=source.identifiers)
-
-
-def rows_to_read(counts: Iterable[dict[str, Any]]) -> int:
-    """How many rows an import reads (all but the done ones): a progress bar's total."""
-    return sum(int(r["messages"]) for r in counts if r["state"] != "done")
-
-
 def run_import(
     conn: psycopg.Connection[Any],
     source: Source,
     options: ImportOptions,
-    progress: Callable[[int], None] = lambda rows: None,
+    progress: Callable[[int, int], None] = lambda rows_read, total: None,
 ) -> ImportReport:
     """Import every row but the done ones, one transaction per batch (rolled back
-    with ``dry_run``); ``progress`` is told how many rows each batch read.
-    ``conn`` is in autocommit mode (each batch is its own transaction)."""
+    with ``dry_run``); ``progress(rows_read, total)`` is called before the first
+    batch and after each. ``conn`` is in autocommit mode (each batch is its own
+    transaction)."""
     require_source(conn, source)
-    report = ImportReport(str(source), options.dry_run, options.move)
-    row = db.fetch_one(conn, "dramatiq_pg_open_connections")
-    report.dramatiq_pg_connections = row["connections"] if row else 0
-    for count in source_counts(conn, source):
-        if count["state"] == "done":
-            report.queue(_canonical(count["queue_name"])).done += count["messages"]
-    after: str | None = None
+    report, total = _new_report(conn, source, options)
+    read, after = 0, None
+    progress(read, total)
     while True:
         with conn.transaction() as tx:
             params = {"after": after, "limit": options.batch_size}
@@ -361,9 +348,25 @@ def run_import(
                 after = rows[-1]["source_id"]
             if options.dry_run:
                 raise psycopg.Rollback(tx)
-        progress(len(rows))
+        read += len(rows)
+        progress(read, max(total, read))
         if len(rows) < options.batch_size:
             return report
+
+
+def _new_report(
+    conn: psycopg.Connection[Any], source: Source, options: ImportOptions
+) -> tuple[ImportReport, int]:
+    """A report holding what is known before the first batch (done rows, dramatiq-pg's
+    open connections), and how many rows the import will read."""
+    report = ImportReport(str(source), options.dry_run, options.move)
+    row = db.fetch_one(conn, "dramatiq_pg_open_connections")
+    report.dramatiq_pg_connections = row["connections"] if row else 0
+    counts = db.fetch_all(conn, "dramatiq_pg_counts", identifiers=source.identifiers)
+    for count in counts:
+        if count["state"] == "done":
+            report.queue(_canonical(count["queue_name"])).done += count["messages"]
+    return report, sum(c["messages"] for c in counts if c["state"] != "done")
 
 
 def _import_batch(
