@@ -198,12 +198,14 @@ def add_parser(subparsers: Any) -> None:
     dpg.add_argument(
         "--from-schema",
         type=_identifier("schema name"),
+        metavar="SCHEMA",
         default="dramatiq",
         help="dramatiq-pg's schema (its broker's schema=, default dramatiq)",
     )
     dpg.add_argument(
         "--from-prefix",
         type=_identifier("table prefix", empty_ok=True),
+        metavar="PREFIX",
         default="",
         help="dramatiq-pg's table prefix (its broker's prefix=, default none)",
     )
@@ -218,6 +220,7 @@ def add_parser(subparsers: Any) -> None:
     dpg.add_argument(
         "--batch-size",
         type=_batch_size,
+        metavar="N",
         default=DEFAULT_BATCH_SIZE,
         help=f"rows per transaction (default {DEFAULT_BATCH_SIZE})",
     )

@@ -142,9 +142,7 @@ class DramatiqPg:
 
 
 def lock_counts(cur) -> tuple[int, int]:
-    cur.execute(
-        "SELECT count(*) FILTER (WHERE locktype = 'advisory'), count(*) FROM pg_locks"
-    )
+    cur.execute("SELECT count(*) FILTER (WHERE locktype = 'advisory'), count(*) FROM pg_locks")
     return cur.fetchone()
 
 
@@ -264,7 +262,9 @@ def run_one(workload: str, args: argparse.Namespace) -> dict:
         f"dramatiq-pg {importlib.metadata.version('dramatiq-pg')}, dramatiq "
         f"{importlib.metadata.version('dramatiq')}, psycopg2 {importlib.metadata.version('psycopg2-binary')}"
     )
-    result["consumers"] = f"dramatiq CLI --processes {PROCESSES} --threads {THREADS}, sync no-op actor"
+    result["consumers"] = (
+        f"dramatiq CLI --processes {PROCESSES} --threads {THREADS}, sync no-op actor"
+    )
     result["jobs" if workload == "drain" else "seconds"] = (
         args.jobs if workload == "drain" else args.seconds
     )
@@ -311,7 +311,9 @@ def print_table(results: list[dict]) -> None:
     print("workload  jobs    enqueue/s  done/s   p50 ms   p99 ms   note")
     for r in results:
         jobs = r.get("done") if r["workload"] == "drain" else r.get("completed")
-        rate = r.get("drain_jobs_per_s") if r["workload"] == "drain" else r.get("completed_jobs_per_s")
+        rate = (
+            r.get("drain_jobs_per_s") if r["workload"] == "drain" else r.get("completed_jobs_per_s")
+        )
         note = " ".join(
             f"{key}={r[key]}"
             for key in ("stalled", "timeout", "error", "backlog_at_end", "advisory_locks_peak",

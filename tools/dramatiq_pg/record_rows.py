@@ -50,9 +50,10 @@ def main(url: str) -> None:
     app.read_receipt.send(1)
     app.broken.send(2)
     app.flaky.send(3)
-    app.broker.enqueue(Message(queue_name="receipts", actor_name="retired_actor",
-                               args=(4,), kwargs={}, options={}))
-    _states(url, {"receipts": 4}, "receipts")  # all four queued before a worker starts
+    app.broker.enqueue(
+        Message(queue_name="receipts", actor_name="retired_actor", args=(4,), kwargs={}, options={})
+    )
+    _wait(url, "SELECT count(*) FROM dramatiq.queue WHERE queue_name = 'receipts'", 4)
     worker = _worker(url, "receipts")
     _wait(url, "SELECT count(*) FROM dramatiq.queue WHERE state IN ('done', 'rejected')", 3)
     _wait(url, "SELECT count(*) FROM dramatiq.queue WHERE queue_name = 'receipts.DQ'", 1)
@@ -62,8 +63,12 @@ def main(url: str) -> None:
     app.send_email.send(5)
     app.send_email.send_with_options(args=(6,), delay=TEN_YEARS_MS)
     worker = _worker(url, "emails")
-    _wait(url, "SELECT count(*) FROM dramatiq.queue WHERE queue_name LIKE 'emails%%'"
-               " AND state = 'consumed'", 2)
+    _wait(
+        url,
+        "SELECT count(*) FROM dramatiq.queue WHERE queue_name LIKE 'emails%%'"
+        " AND state = 'consumed'",
+        2,
+    )
     os.killpg(worker.pid, signal.SIGKILL)  # a crash: both stay consumed
     worker.wait(60)
 
@@ -76,10 +81,25 @@ def main(url: str) -> None:
 
 def _worker(url: str, queue: str) -> subprocess.Popen:
     env = {**os.environ, "DRAMATIQ_PG_URL": url, "PYTHONPATH": str(HERE)}
-    command = [sys.executable, "-m", "dramatiq", "recorder_app", "--processes", "1",
-               "--threads", "2", "--queues", queue]
-    return subprocess.Popen(command, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "recorder_app",
+        "--processes",
+        "1",
+        "--threads",
+        "2",
+        "--queues",
+        queue,
+    ]
+    return subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _count(url: str, statement: str) -> int:
@@ -96,11 +116,6 @@ def _wait(url: str, statement: str, expected: int, timeout_s: float = 60) -> Non
         time.sleep(0.1)
 
 
-def _states(url: str, expected: dict[str, int], what: str) -> None:
-    for queue, n in expected.items():
-        _wait(url, f"SELECT count(*) FROM dramatiq.queue WHERE queue_name = '{queue}'", n)
-
-
 def _rows(url: str) -> list[dict]:
     statement = """
         SELECT message_id::text, queue_name, state::text, mtime::text, message,
@@ -110,7 +125,7 @@ def _rows(url: str) -> list[dict]:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute(statement)
         names = [c.name for c in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 if __name__ == "__main__":
