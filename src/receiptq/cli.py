@@ -41,6 +41,7 @@ from receiptq import (
     db,
     demo,
     embedded,
+    import_cli,
     monitor,
     queue_cli,
     receipts_cli,
@@ -833,6 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
     web_top.add_parser(sub)
     receipts_cli.add_parser(sub)
     breakers_cli.add_parser(sub)
+    import_cli.add_parser(sub)
     return parser
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -25,6 +25,7 @@ from typing import Any, LiteralString, cast
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -159,14 +160,25 @@ def check_connection(url: str) -> None:
 
 
 Params = dict[str, Any] | None
+#: Identifiers for a query's ``{placeholders}``: {"source": ("schema", "table")}.
+Identifiers = Mapping[str, Sequence[str]] | None
+
+
+def statement(name: str, identifiers: Identifiers = None) -> LiteralString | sql.Composed:
+    """A named query; its ``{placeholders}``, if any, filled with identifiers (e.g.
+    another tool's schema and table) that psycopg quotes, never formatted by hand."""
+    if identifiers is None:
+        return query(name)
+    quoted = {key: sql.Identifier(*parts) for key, parts in identifiers.items()}
+    return sql.SQL(query(name)).format(**quoted)
 
 
 def fetch_all(
-    conn: psycopg.Connection[Any], name: str, params: Params = None
+    conn: psycopg.Connection[Any], name: str, params: Params = None, identifiers: Identifiers = None
 ) -> list[dict[str, Any]]:
     """Run a named query; its rows as dicts (whatever the connection's row factory)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query(name), params or {}).fetchall()
+        return cur.execute(statement(name, identifiers), params or {}).fetchall()
 
 
 def fetch_one(
@@ -176,10 +188,12 @@ def fetch_one(
         return cur.execute(query(name), params or {}).fetchone()
 
 
-def execute(conn: psycopg.Connection[Any], name: str, params: Params = None) -> int:
+def execute(
+    conn: psycopg.Connection[Any], name: str, params: Params = None, identifiers: Identifiers = None
+) -> int:
     """Run a named statement; return the number of rows it touched."""
     with conn.cursor() as cur:
-        return cur.execute(query(name), params or {}).rowcount
+        return cur.execute(statement(name, identifiers), params or {}).rowcount
 
 
 def execute_many(
