@@ -6,7 +6,8 @@ is started in a temporary directory for the session, so the suite runs on a
 machine with nothing but Python.
 
 Each test that asks for ``database_url`` gets a database of its own, cloned from
-a template that has every migration applied (built once per session).
+a template that has every migration of both chains applied (the queue's and the
+receipt app's; built once per session).
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def template_database(pg_admin_url: str) -> Iterator[str]:
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    db.migrate(database_url_for(pg_admin_url, name))
+    url = database_url_for(pg_admin_url, name)
+    db.migrate(url)
+    db.migrate(url, db.RECEIPTS_CHAIN)  # the receipt app's tables, for its tests
     yield name
     with _admin(pg_admin_url) as conn:
         conn.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from receiptq import cli, db
 from receiptq.stats import BUCKETS
 
 RECEIPTQ = Path(sys.executable).with_name("receiptq")
+TESTS = Path(__file__).resolve().parent
 
 
 def run(capsys, *argv):
@@ -30,11 +32,13 @@ def run_json(capsys, *argv):
     return json.loads(out)
 
 
-def make_dead_letter(broker, conn, *, queue="mail", actor="send_email", options=None):
+def make_dead_letter(
+    broker, conn, *, queue="mail", actor="send_email", options=None, args=(1,), kwargs=None
+):
     """A job that failed for good: enqueued, claimed, dead-lettered. Returns its id."""
     broker.declare_queue(queue)
     message = Message(
-        queue_name=queue, actor_name=actor, args=(1,), kwargs={}, options=options or {}
+        queue_name=queue, actor_name=actor, args=args, kwargs=kwargs or {}, options=options or {}
     )
     broker.enqueue(message)
     [job] = broker.claim(queue, 1)
@@ -107,10 +111,10 @@ def test_db_migrate_applies_once_then_is_up_to_date(empty_database_url, capsys):
     first = run_json(capsys, "db", "migrate", "--url", empty_database_url)
     every = [name for name, _ in db.migration_files()]
     assert every[0] == "0001_queue"
-    assert first == {"applied": every, "up_to_date": False}
+    assert (first["applied"], first["up_to_date"]) == (every, False)
     assert run_json(capsys, "db", "migrate", "--url", empty_database_url)["up_to_date"]
     code, out, _ = run(capsys, "db", "migrate", "--url", empty_database_url)
-    assert (code, out.strip()) == (0, "up to date")
+    assert (code, out.splitlines()[0]) == (0, "up to date")
 
 
 def test_commands_on_an_unmigrated_database_say_to_migrate(empty_database_url, capsys):
@@ -188,6 +192,7 @@ def test_status_json_counts_known_contents(database_url, broker, conn, capsys):
         "queued": 2,
         "scheduled": 1,
         "running": 0,
+        "reserved": 0,
         "dead": 1,
         "done_1m": 4,
         "done_5m": 10,
@@ -201,16 +206,19 @@ def test_status_json_counts_known_contents(database_url, broker, conn, capsys):
         "run_p50_ms": pytest.approx(4.0),
         "run_p95_ms": pytest.approx(4.9),
         "success_rate_5m": pytest.approx(10 / 11),
+        "paused": False,
+        "max_running": None,
+        "actor_caps": {},
     }
     assert snap["totals"]["queued"] == 2 and snap["totals"]["done_60m"] == 20
     assert snap["workers"] == []
 
 
 def test_status_prints_tables(database_url, capsys):
-    run(capsys, "enqueue", "sample_job", "--args", "[1]", "--url", database_url)
+    run(capsys, "enqueue", "ocr_receipt", "--args", "[1]", "--url", database_url)
     code, out, _ = run(capsys, "status", "--url", database_url)
     assert code == 0
-    for text in ("Queues", "default", "total", "Workers", "no worker has a heartbeat"):
+    for text in ("Queues", "ocr", "total", "Workers", "no worker has a heartbeat"):
         assert text in out
 
 
@@ -257,6 +265,54 @@ def test_dead_letter_list_and_show(database_url, broker, conn, capsys):
     assert shown["message"]["args"] == [1] and shown["queue"] == "mail"
     code, out, _ = run(capsys, "dead-letter", "show", str(mail_id), "--url", database_url)
     assert code == 0 and "SMTPError: mailbox unavailable" in out
+
+
+def test_dead_letter_list_shows_the_arguments_cut_to_the_width_and_json_keeps_them_whole(
+    database_url, broker, conn, capsys, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "160")
+    long_text = "x" * 5000
+    make_dead_letter(broker, conn, args=(42, "eu"), kwargs={"lang": "de"})
+    make_dead_letter(broker, conn, args=(long_text,))
+
+    code, out, _ = run(capsys, "dead-letter", "list", "--url", database_url)
+    assert code == 0 and "Arguments" in out
+    assert '42, "eu", lang="de"' in out
+    assert max(len(line) for line in out.splitlines()) <= 160  # cut to the terminal
+    listed = run_json(capsys, "dead-letter", "list", "--url", database_url)
+    assert [(row["args"], row["kwargs"]) for row in listed] == [
+        ([long_text], {}),
+        ([42, "eu"], {"lang": "de"}),
+    ]
+
+
+def test_dead_letter_show_prints_the_traceback_once(
+    database_url, broker, conn, capsys, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping: each text appears whole
+    # BackoffRetries keeps a copy of the last traceback in the message's options.
+    kept = "Traceback (most recent call last):\n  SMTPError: mailbox unavailable"
+    dead_id = make_dead_letter(broker, conn, options={"traceback": kept, "retries": 2})
+    code, out, _ = run(capsys, "dead-letter", "show", str(dead_id), "--url", database_url)
+    assert code == 0
+    assert out.count("Traceback (most recent call last)") == 1
+    assert '"retries": 2' in out  # the other options are still shown
+    shown = run_json(capsys, "dead-letter", "show", str(dead_id), "--url", database_url)
+    assert shown["message"]["options"]["traceback"] == kept  # --json keeps everything
+
+
+def test_long_bad_input_is_cut_in_the_error_message(database_url, capsys):
+    malformed = "[" + "1," * 51_200  # a 100 KB list that never closes
+    cases = [
+        ("enqueue", "ocr_receipt", "--args", malformed),
+        ("enqueue", "ocr_receipt", "--args", "[]", "--priority", "9" * 100_000 + "x"),
+        ("queue", "pause", "q" * 100_000 + "!"),
+    ]
+    for argv in cases:
+        code, out, err = run(capsys, *argv, "--url", database_url)
+        assert code == 2 and out == ""
+        assert len(err) < 1_000, err[:300]
+        assert "chars)" in err
 
 
 def test_dead_letter_show_of_an_unknown_id_fails_clearly(database_url, capsys):
@@ -384,15 +440,81 @@ def test_enqueue_stores_the_job_with_its_options(database_url, conn, capsys):
     assert timedelta(seconds=59) < job["delay"] <= timedelta(seconds=61)
 
 
-def test_enqueue_prints_the_message_id_and_defaults_to_the_default_queue(
+def test_enqueue_prints_the_message_id_and_sends_to_the_actors_declared_queue(
     database_url, conn, capsys
 ):
-    code, out, _ = run(capsys, "enqueue", "sample_job", "--args", "[1]", "--url", database_url)
-    assert code == 0
+    code, out, err = run(capsys, "enqueue", "ocr_receipt", "--args", "[1]", "--url", database_url)
+    assert (code, err) == (0, "")
     job = conn.execute("SELECT message_id, queue, priority, tier FROM receiptq.jobs").fetchone()
-    assert job == {"message_id": out.strip(), "queue": "default", "priority": 0, "tier": None}
+    assert job == {"message_id": out.strip(), "queue": "ocr", "priority": 0, "tier": None}
     stats = db.fetch_all(conn, "stats_since", {"since": datetime(2000, 1, 1).astimezone()})
-    assert [(row["queue"], row["enqueued"]) for row in stats] == [("default", 1)]
+    assert [(row["queue"], row["enqueued"]) for row in stats] == [("ocr", 1)]
+
+
+def test_enqueue_reads_the_declared_queue_from_the_apps_module(database_url, conn, capsys):
+    argv = ("enqueue", "noop", "--args", "[]", "--module", "apps.samples", "--url", database_url)
+    code, _, err = run(capsys, *argv)
+    assert (code, err) == (0, "")
+    assert conn.execute("SELECT queue, actor FROM receiptq.jobs").fetchall() == [
+        {"queue": "bench", "actor": "noop"}
+    ]
+
+
+def test_enqueue_with_another_queue_than_the_declared_one_sends_there_and_warns(
+    database_url, conn, capsys
+):
+    argv = ("enqueue", "ocr_receipt", "--args", "[1]", "--queue", "mail", "--url", database_url)
+    code, _, err = run(capsys, *argv)
+    assert code == 0
+    assert err == (
+        "receiptq: warning: actor 'ocr_receipt' is declared on queue 'ocr'; sending to 'mail' "
+        "as --queue says (only workers of 'mail' will see it)\n"
+    )
+    assert conn.execute("SELECT queue FROM receiptq.jobs").fetchall() == [{"queue": "mail"}]
+
+
+def test_enqueue_refuses_an_actor_no_module_declares_unless_forced(database_url, conn, capsys):
+    code, out, err = run(capsys, "enqueue", "ocr_reciept", "--args", "[1]", "--url", database_url)
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        "receiptq: error: no actor 'ocr_reciept' in receiptq.actors (it declares:"
+    )
+    assert "ocr_receipt" in err and "--module" in err and "--force" in err
+    assert len(err.splitlines()) == 1
+    assert conn.execute("SELECT count(*)::int AS n FROM receiptq.jobs").fetchone()["n"] == 0
+
+    argv = ("enqueue", "ocr_reciept", "--args", "[1]", "--force", "--url", database_url)
+    code, _, err = run(capsys, *argv)
+    assert code == 0 and err.startswith("receiptq: warning: no actor 'ocr_reciept'")
+    assert conn.execute("SELECT queue, actor FROM receiptq.jobs").fetchall() == [
+        {"queue": "default", "actor": "ocr_reciept"}
+    ]
+
+
+def test_enqueue_names_an_actor_module_that_does_not_import(database_url, conn, capsys):
+    argv = ["enqueue", "sample_job", "--args", "[1]", "--module", "no_such_app.actors"]
+    code, _, err = run(capsys, *argv, "--url", database_url)
+    assert code == 2
+    assert err.startswith(
+        "receiptq: error: cannot import no_such_app.actors (ModuleNotFoundError: "
+    )
+    assert len(err.splitlines()) == 1
+    code, _, err = run(capsys, *argv, "--queue", "q", "--force", "--url", database_url)
+    assert code == 0 and "cannot import no_such_app.actors" in err and "--force" in err
+    assert conn.execute("SELECT queue FROM receiptq.jobs").fetchall() == [{"queue": "q"}]
+
+
+def test_the_shipped_actors_declare_only_the_receipt_and_maintenance_queues(database_url):
+    # What `receiptq process` and `dramatiq receiptq.actors` consume: no sample queues.
+    program = (
+        "import dramatiq, receiptq.actors\n"
+        "print(' '.join(sorted(dramatiq.get_broker().get_declared_queues())))"
+    )
+    env = {**os.environ, "RECEIPTQ_DATABASE_URL": database_url}
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["email", "maintenance", "matching", "ocr"]
 
 
 @pytest.mark.parametrize(
@@ -409,7 +531,7 @@ def test_enqueue_prints_the_message_id_and_defaults_to_the_default_queue(
     ],
 )
 def test_enqueue_refuses_bad_input_and_writes_nothing(database_url, conn, capsys, extra, message):
-    code, out, err = run(capsys, "enqueue", "sample_job", *extra, "--url", database_url)
+    code, out, err = run(capsys, "enqueue", "ocr_receipt", *extra, "--url", database_url)
     assert code == 2
     assert message in err and out == ""
     assert conn.execute("SELECT count(*) AS n FROM receiptq.jobs").fetchone()["n"] == 0
@@ -431,36 +553,28 @@ def test_console_script_migrates_and_reports_status(empty_database_url):
 
     migrated = receiptq("db", "migrate", "--url", empty_database_url)
     every = [f"applied {name}" for name, _ in db.migration_files()]
-    assert migrated.returncode == 0 and migrated.stdout.strip().splitlines() == every
-    sent = receiptq("enqueue", "sample_job", "--args", "[1]", "--url", empty_database_url)
+    assert migrated.returncode == 0 and migrated.stdout.strip().splitlines()[:-1] == every
+    sent = receiptq("enqueue", "ocr_receipt", "--args", "[1]", "--url", empty_database_url)
     assert sent.returncode == 0, sent.stderr
     status = receiptq("status", "--json", "--url", empty_database_url)
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["queues"]["default"]["queued"] == 1
+    assert json.loads(status.stdout)["queues"]["ocr"]["queued"] == 1
 
 
 def test_process_burst_drains_the_queue_then_exits(database_url, conn, capsys):
+    sample = ("enqueue", "sample_job", "--module", "apps.samples", "--url", database_url)
     for n in range(5):
-        run(capsys, "enqueue", "sample_job", "--args", f"[{n}]", "--url", database_url)
-    run(
-        capsys,
-        "enqueue",
-        "sample_job",
-        "--args",
-        "[99]",
-        "--delay-ms",
-        "3600000",
-        "--url",
-        database_url,
-    )
+        run(capsys, *sample, "--args", f"[{n}]")
+    run(capsys, *sample, "--args", "[99]", "--delay-ms", "3600000")
 
     worker = subprocess.run(
-        [str(RECEIPTQ), "process", "--processes", "1", "--threads", "2", "--burst"]
-        + ["--url", database_url],
+        [str(RECEIPTQ), "process", "apps.samples", "--processes", "1", "--threads", "2"]
+        + ["--burst", "--url", database_url],
         capture_output=True,
         text=True,
         timeout=90,
         check=False,
+        cwd=TESTS,  # the dramatiq CLI imports apps.samples from here
     )
 
     assert worker.returncode == 0, worker.stderr[-3000:]

@@ -29,11 +29,13 @@ def run_demo(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, 
 
 @pytest.mark.timeout(300)  # two demos with real OCR on a loaded 2-core machine
 def test_demo_processes_every_receipt_checks_the_truth_and_clears_it_for_the_next(
-    database_url, conn, capsys, monkeypatch
+    database_url, conn, capsys, monkeypatch, tmp_path
 ):
     # The demo imports receiptq.actors, whose broker is built from the environment.
     monkeypatch.setenv("RECEIPTQ_DATABASE_URL", database_url)
-    small = ["--receipts", "5", "--workers", "1", "--threads", "2", "--json", "--seed", "11"]
+    monkeypatch.setenv("RECEIPTQ_HOME", str(tmp_path))
+    small = ["--receipts", "5", "--workers", "1", "--threads", "2", "--json", "--seed", "11",
+             "--in-place"]  # fmt: skip
 
     code, summary = run_demo(capsys, ["demo", *small, "--fail-rate", "0", "--url", database_url])
     assert code == 0, summary
@@ -54,6 +56,7 @@ def test_demo_processes_every_receipt_checks_the_truth_and_clears_it_for_the_nex
     assert summary["ocr_p50_ms"] is not None
     emails = db.fetch_one(conn, "email_count")["emails"]
     assert emails == summary["emails_delivered"]
+    first_run = summary["run"]
 
     # Again on the same database, now with flaky services (URL before the subcommand):
     # the previous demo's users, receipts and dead letters are gone first.
@@ -68,6 +71,16 @@ def test_demo_processes_every_receipt_checks_the_truth_and_clears_it_for_the_nex
     assert summary["processed"] + summary["stuck"] == 5
     assert len(receipts.list_receipts(conn)) == 5
 
+    # Each run has a folder of its own: its workers' log, with no warning of a value
+    # returned to nobody, and its summary.
+    runs = sorted((tmp_path / "demo").iterdir())
+    assert [run.name for run in runs] == sorted([first_run, summary["run"]])
+    for run in runs:
+        assert json.loads((run / "summary.json").read_text())["run"] == run.name
+        log = (run / "workers.log").read_text()
+        assert "returned a value" not in log
+    assert "WARNING" not in (tmp_path / "demo" / first_run / "workers.log").read_text()
+
 
 def test_demo_options_are_validated():
     with pytest.raises(SystemExit):
@@ -77,3 +90,4 @@ def test_demo_options_are_validated():
     args = parse(["demo"])
     assert (args.receipts, args.workers, args.threads, args.fail_rate) == (40, 2, 4, 0.1)
     assert args.url is None
+    assert (args.in_place, args.allow_existing_data) == (False, False)

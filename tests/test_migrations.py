@@ -16,7 +16,7 @@ def declared(kind: str) -> set[str]:
     """Names of the objects of one kind (TABLE, INDEX, FUNCTION, TRIGGER) the migrations create."""
     pattern = re.compile(
         rf"CREATE\s+(?:UNIQUE\s+)?(?:OR\s+REPLACE\s+)?{kind}\s+(?:IF\s+NOT\s+EXISTS\s+)?"
-        r"(?:receiptq\.)?(\w+)\b(?!\.)",  # objects of schema receiptq (not app.*)
+        r"(?:receiptq\.)?(\w+)\b(?!\.)",  # objects of schema receiptq
         re.IGNORECASE,
     )
     return {name for _, sql in db.migration_files() for name in pattern.findall(sql)}
@@ -43,22 +43,20 @@ def test_migrate_creates_every_declared_object_on_an_empty_database(empty_databa
         }
         indexes = {
             r["indexname"]
-            for r in conn.execute(
-                "SELECT indexname FROM pg_indexes WHERE schemaname IN ('receiptq', 'app')"
-            )
+            for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'receiptq'")
         }
         functions = {
             r["routine_name"]
             for r in conn.execute(
                 "SELECT routine_name FROM information_schema.routines"
-                " WHERE routine_schema IN ('receiptq', 'app')"
+                " WHERE routine_schema = 'receiptq'"
             )
         }
         triggers = {
             r["trigger_name"]
             for r in conn.execute(
                 "SELECT trigger_name FROM information_schema.triggers"
-                " WHERE event_object_schema IN ('receiptq', 'app')"
+                " WHERE event_object_schema = 'receiptq'"
             )
         }
         recorded = [r["name"] for r in conn.execute("SELECT name FROM receiptq.migrations")]

@@ -160,8 +160,9 @@ def test_snapshot_figures_match_known_contents(conn, known_contents):
     snap = monitor.snapshot(conn, now=now, alive_s=30)
 
     assert list(snap["queues"]) == ["deadonly", "q1", "q2", "statsonly"]
-    for figures in [*snap["queues"].values(), snap["totals"]]:
-        assert list(figures) == list(monitor.QUEUE_FIELDS)
+    for figures in snap["queues"].values():
+        assert list(figures) == [*monitor.QUEUE_FIELDS, *monitor.SETTING_FIELDS]
+    assert list(snap["totals"]) == list(monitor.QUEUE_FIELDS)
     span_1m_s = (now - now.replace(second=0, microsecond=0)).total_seconds() + 60
     old_age_s = (now - known_contents["old_run_at"]).total_seconds()
 
@@ -169,7 +170,8 @@ def test_snapshot_figures_match_known_contents(conn, known_contents):
     assert q1 == {
         "queued": 3,
         "scheduled": 2,
-        "running": 1,
+        "running": 0,  # claimed, and no worker thread started it: reserved
+        "reserved": 1,
         "dead": 2,
         "oldest_ready_s": pytest.approx(old_age_s, abs=1e-3),
         "done_1m": 35,
@@ -184,6 +186,9 @@ def test_snapshot_figures_match_known_contents(conn, known_contents):
         "run_p50_ms": pytest.approx(5.0),
         "run_p95_ms": pytest.approx(48.0),
         "success_rate_5m": pytest.approx(105 / 111),
+        "paused": False,
+        "max_running": None,
+        "actor_caps": {},
     }
 
     q2 = snap["queues"]["q2"]
@@ -199,7 +204,8 @@ def test_snapshot_figures_match_known_contents(conn, known_contents):
     assert snap["totals"] == {
         "queued": 4,
         "scheduled": 2,
-        "running": 1,
+        "running": 0,
+        "reserved": 1,
         "dead": 3,
         "oldest_ready_s": pytest.approx(old_age_s, abs=1e-3),
         "done_1m": 35,

@@ -6,7 +6,7 @@ import json
 
 import dramatiq
 
-from receiptq import cli
+from receiptq import cli, db
 
 
 def run(capsys, *argv):
@@ -25,17 +25,23 @@ def test_pause_resume_and_cap_are_listed_and_honoured_by_the_claim(broker, capsy
     code, out, _ = run(capsys, "queue", "pause", "ocr", "--json", "--url", database_url)
     assert code == 0
     assert json.loads(out) == {
-        "ocr": {"paused": True, "max_running": None, "running": 0, "actors": {}}
+        "ocr": {"paused": True, "max_running": None, "running": 0, "reserved": 0, "actors": {}}
     }
     assert broker.claim("ocr", 10) == []
 
     run(capsys, "queue", "resume", "ocr", "--url", database_url)
     code, out, _ = run(capsys, "queue", "cap", "ocr", "2", "--json", "--url", database_url)
-    assert json.loads(out)["ocr"] == {"paused": False, "max_running": 2, "running": 0, "actors": {}}
+    assert json.loads(out)["ocr"] == {
+        "paused": False,
+        "max_running": 2,
+        "running": 0,
+        "reserved": 0,
+        "actors": {},
+    }
     assert len(broker.claim("ocr", 10)) == 2
 
     code, out, _ = run(capsys, "queue", "list", "--json", "--url", database_url)
-    assert json.loads(out)["ocr"]["running"] == 2
+    assert (json.loads(out)["ocr"]["running"], json.loads(out)["ocr"]["reserved"]) == (0, 2)
     run(capsys, "queue", "cap", "ocr", "none", "--url", database_url)
     assert len(broker.claim("ocr", 10)) == 3
 
@@ -64,7 +70,9 @@ def test_actor_cap_is_listed_and_bounds_only_that_actors_jobs(broker, capsys, da
     argv = ("queue", "cap", "shared", "2", "--actor", "ocr_receipt", "--json", "--url")
     code, out, err = run(capsys, *argv, database_url)
     assert code == 0 and err == ""
-    assert json.loads(out)["shared"]["actors"] == {"ocr_receipt": {"max_running": 2, "running": 0}}
+    assert json.loads(out)["shared"]["actors"] == {
+        "ocr_receipt": {"max_running": 2, "running": 0, "reserved": 0}
+    }
     assert broker.claim_path("shared") == "locked"
     # The fast paths refuse the queue; the claim function takes 2 OCR jobs and every email.
     assert broker.claim("shared", 20, path="fair") == []
@@ -89,3 +97,91 @@ def test_actor_cap_warns_about_an_actor_never_seen_and_refuses_a_bad_name(capsys
         capsys, "queue", "cap", "ocr", "1", "--actor", "x'; drop", "--url", database_url
     )
     assert code == 2 and "invalid actor name" in err
+
+
+def settings_rows(database_url):
+    with db.connect(database_url) as conn:
+        return [row["queue"] for row in conn.execute("SELECT queue FROM receiptq.queue_settings")]
+
+
+def test_a_setting_on_a_queue_never_seen_warns_and_reset_removes_it(capsys, database_url):
+    code, _, err = run(capsys, "queue", "pause", "orc", "--url", database_url)
+    assert code == 0
+    assert err == (
+        "receiptq: warning: queue 'orc' was never seen (no jobs, dead letters, statistics, "
+        "settings or workers): check its name; `receiptq queue reset orc` removes its settings\n"
+    )
+    code, out, _ = run(capsys, "queue", "list", "--json", "--url", database_url)
+    assert json.loads(out)["orc"]["paused"] is True
+
+    code, out, err = run(capsys, "queue", "reset", "orc", "--json", "--url", database_url)
+    assert (code, err, json.loads(out)) == (0, "", {})
+    assert settings_rows(database_url) == []
+    code, _, err = run(capsys, "queue", "reset", "orc", "--url", database_url)
+    assert (
+        code == 0 and err == "receiptq: warning: queue 'orc' had no settings; nothing was changed\n"
+    )
+
+
+def test_reset_removes_the_pause_the_cap_and_the_actor_caps(broker, capsys, database_url):
+    broker.declare_queue("ocr")
+    broker.enqueue(dramatiq.Message("ocr", "ocr_receipt", (1,), {}, {}))
+    for argv in (
+        ["pause", "ocr"],
+        ["cap", "ocr", "3"],
+        ["cap", "ocr", "1", "--actor", "ocr_receipt"],
+    ):
+        code, _, err = run(capsys, "queue", *argv, "--url", database_url)
+        assert (code, err) == (0, "")  # a queue with jobs is known: no warning
+    code, out, _ = run(capsys, "queue", "reset", "ocr", "--json", "--url", database_url)
+    assert json.loads(out) == {
+        "ocr": {"paused": False, "max_running": None, "running": 0, "reserved": 0, "actors": {}}
+    }
+    assert broker.claim_path("ocr") == "plain"
+
+
+def test_resume_and_uncap_leave_no_settings_row(broker, capsys, database_url):
+    broker.declare_queue("ocr")
+    broker.enqueue(dramatiq.Message("ocr", "ocr_receipt", (1,), {}, {}))
+    run(capsys, "queue", "pause", "ocr", "--url", database_url)
+    run(capsys, "queue", "resume", "ocr", "--url", database_url)
+    assert settings_rows(database_url) == []
+    run(capsys, "queue", "cap", "ocr", "2", "--url", database_url)
+    assert settings_rows(database_url) == ["ocr"]
+    run(capsys, "queue", "cap", "ocr", "none", "--url", database_url)
+    assert settings_rows(database_url) == []
+    # A queue paused and capped keeps its row until both are undone.
+    run(capsys, "queue", "pause", "ocr", "--url", database_url)
+    run(capsys, "queue", "cap", "ocr", "2", "--url", database_url)
+    run(capsys, "queue", "resume", "ocr", "--url", database_url)
+    assert settings_rows(database_url) == ["ocr"]
+
+
+def test_queue_list_shows_every_known_queue(broker, capsys, database_url):
+    for queue in ("ocr", "mail", "email", "matching"):
+        broker.declare_queue(queue)
+    broker.enqueue(dramatiq.Message("ocr", "ocr_receipt", (1,), {}, {}))  # a job
+    broker.enqueue(dramatiq.Message("mail", "send_email", (1,), {}, {}))
+    [job] = broker.claim("mail", 1)
+    job.fail()
+    broker.bury(job)  # a dead letter
+    broker._flusher.count("email", "send_email", succeeded=1)  # statistics only
+    broker.wait_for_acks(5)
+    broker._flusher._write_stats()
+    consumer = broker.consume("matching")  # a worker that consumes it
+    broker.heartbeat_now()
+    consumer.close()
+    run(capsys, "queue", "cap", "capped", "1", "--url", database_url)  # a setting only
+
+    code, out, _ = run(capsys, "queue", "list", "--json", "--url", database_url)
+    listing = json.loads(out)
+    assert sorted(listing) == ["capped", "email", "mail", "matching", "ocr"]
+    assert listing["ocr"] == {
+        "paused": False,
+        "max_running": None,
+        "running": 0,
+        "reserved": 0,
+        "actors": {},
+    }
+    code, out, _ = run(capsys, "queue", "list", "--url", database_url)
+    assert all(queue in out for queue in listing)

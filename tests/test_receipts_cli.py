@@ -104,7 +104,9 @@ def test_where_a_receipt_is_reads_as_a_sentence():
     assert where(
         {**matched, "status": "unmatched", "transaction_id": None, "reason": "no bank transaction"}
     ) == (  # fmt: skip
-        "unmatched: no bank transaction; email not sent yet"
+        "unmatched: no bank transaction; email not sent yet: its send_email job is queued or"
+        " retrying (SMTP server: RECEIPTQ_SMTP_HOST, RECEIPTQ_SMTP_PORT; `receiptq breakers"
+        " list` shows an open email breaker)"
     )
     assert where({**matched, "status": "uploaded"}) == "uploaded, waiting for OCR"
 

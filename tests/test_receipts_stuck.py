@@ -188,7 +188,8 @@ def test_dead_lettered_and_jobless_receipts_are_stuck_until_retried(url, conn, s
     }
     assert shown(capsys, url, purged)["where"] == (
         "stuck: no ocr_receipt job of it is queued, running or dead-lettered (its dead letter"
-        " was purged, or it was never queued), so nothing will process it"
+        " was purged, or it was never queued), so nothing will process it;"
+        f" `receiptq receipts retry {purged}` starts it again"
     )
     assert receipts.status_counts(conn)["stuck"] == 3
 
@@ -202,6 +203,6 @@ def test_where_a_stuck_receipt_is_reads_as_a_sentence():
         "`receiptq dead-letter retry 7` runs it again"
     )
     gone = {"dead_letter_id": None, "actor": "send_email", "error": None}
-    assert where({"status": "matched", "stuck": gone}).startswith(
+    assert where({"id": 5, "status": "matched", "stuck": gone}).startswith(
         "stuck: no send_email job of it is queued, running or dead-lettered"
     )

@@ -89,7 +89,7 @@ def test_app_user_tier_reads_the_tier_from_the_app_users_table(broker, conn, dat
     from receiptq.middleware.tier_resolver import app_user_tier
 
     user = conn.execute(
-        "INSERT INTO app.users (email, tier) VALUES ('ana@example.com', 'enterprise') RETURNING id"
+        "INSERT INTO receiptq_app.users (email, tier) VALUES ('ana@example.com', 'enterprise') RETURNING id"
     ).fetchone()["id"]
     resolve = app_user_tier(database_url)
     assert resolve(str(user)) == "enterprise"

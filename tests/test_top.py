@@ -3,34 +3,50 @@
 from __future__ import annotations
 
 import json
+import time
 
 from rich.console import Console
 
 from receiptq import cli, monitor
 from receiptq.web.top import top_view
+from tests_support import start_deliveries
 from web_helpers import send
 
 
-def test_top_json_lists_the_running_jobs(database_url, broker, capsys):
+def test_top_json_lists_started_jobs_as_running_from_their_start_and_the_rest_as_reserved(
+    database_url, broker, capsys
+):
     broker.declare_queue("ocr")
-    send(broker, "ocr", "ocr_receipt", args=(42, "eur"))
-    send(broker, "ocr", "ocr_receipt", args=(43, "usd"))
-    (job,) = broker.claim("ocr", 1)
+    for receipt in (42, 43, 44):
+        send(broker, "ocr", "ocr_receipt", args=(receipt, "eur"))
+    first, second, waiting = broker.claim("ocr", 3)
+    start_deliveries(broker, first)
+    time.sleep(0.5)  # not a wait for a condition: the two starts are half a second apart
+    start_deliveries(broker, second)
 
     assert cli.main(["--url", database_url, "top", "--json"]) == cli.EXIT_OK
     snap = json.loads(capsys.readouterr().out)
-    (running,) = snap["running"]
-    assert running["id"] == job.job_id
-    assert (running["actor"], running["queue"], running["attempt"]) == ("ocr_receipt", "ocr", 1)
-    assert running["args"] == "42, 'eur'"
-    assert running["worker"] == broker.worker_id
-    assert 0 <= running["elapsed_s"] < 60
+    assert snap["counts"] == {"running": 2, "reserved": 1}
+    assert [job["id"] for job in snap["running"]] == [first.job_id, second.job_id]
+    longest, latest = snap["running"]
+    assert (longest["actor"], longest["queue"], longest["attempt"]) == ("ocr_receipt", "ocr", 1)
+    assert longest["args"] == "42, 'eur'"
+    assert longest["worker"] == broker.worker_id
+    # Elapsed counts from each job's own start, not from the claim they shared.
+    assert 0.4 <= longest["elapsed_s"] - latest["elapsed_s"] < 30
+    assert longest["started_at"] < latest["started_at"]
+    assert longest["claimed_at"] == latest["claimed_at"] <= longest["started_at"]
+    (reserved,) = snap["reserved"]
+    assert (reserved["id"], reserved["started_at"]) == (waiting.job_id, None)
+    assert reserved["worker"] == broker.worker_id and reserved["args"] == "44, 'eur'"
     assert snap["generated_at"]
 
 
-def test_top_json_is_empty_when_nothing_runs(database_url, capsys):
+def test_top_json_is_empty_when_nothing_is_claimed(database_url, capsys):
     assert cli.main(["--url", database_url, "top", "--json"]) == cli.EXIT_OK
-    assert json.loads(capsys.readouterr().out)["running"] == []
+    snap = json.loads(capsys.readouterr().out)
+    assert (snap["running"], snap["reserved"]) == ([], [])
+    assert snap["counts"] == {"running": 0, "reserved": 0}
 
 
 def test_top_refuses_a_bad_interval(capsys):
@@ -52,14 +68,24 @@ def render(snap) -> str:
     return console.export_text()
 
 
-def test_top_view_shows_each_running_job():
-    job = {"id": 7, "queue": "ocr", "actor": "ocr_receipt", "args": "42", "worker": "h:1:x",
-           "elapsed_s": 12.25, "attempt": 2}  # fmt: skip
-    text = render({"running": [job], "generated_at": "2026-01-01T12:00:00+00:00"})
+JOB = {"id": 7, "queue": "ocr", "actor": "ocr_receipt", "args": "42", "worker": "h:1:x",
+       "elapsed_s": 12.25, "attempt": 2}  # fmt: skip
+STAMP = "2026-01-01T12:00:00+00:00"
+
+
+def test_top_view_shows_each_running_job_and_the_reserved_apart():
+    reserved = {**JOB, "id": 8, "actor": "send_email", "elapsed_s": 3.5}
+    snap = {"running": [JOB], "reserved": [reserved], "counts": {"running": 1, "reserved": 4},
+            "generated_at": STAMP}  # fmt: skip
+    text = render(snap)
     assert "Running jobs (1)" in text
     assert "ocr_receipt" in text and "h:1:x" in text and "12.2 s" in text
+    assert "Reserved: claimed by a worker, not started (1 of 4)" in text
+    assert "send_email" in text and "3.5 s" in text
 
 
 def test_top_view_says_when_nothing_runs():
-    text = render({"running": [], "generated_at": "2026-01-01T12:00:00+00:00"})
-    assert "nothing is running" in text
+    snap = {"running": [], "reserved": [], "counts": {"running": 0, "reserved": 0},
+            "generated_at": STAMP}  # fmt: skip
+    text = render(snap)
+    assert "nothing is running" in text and "Reserved" not in text

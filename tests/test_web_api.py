@@ -35,6 +35,17 @@ def test_api_status_is_exactly_the_monitor_snapshot(database_url, conn, known):
     assert served["totals"]["queued"] == 4 and served["totals"]["dead"] == 3
 
 
+def test_api_running_lists_the_running_and_the_reserved_jobs_apart(database_url, known):
+    with client(database_url) as web:
+        served = web.get("/api/running").json()
+    assert served["counts"] == {"running": 1, "reserved": 1}
+    (running,) = served["running"]
+    (reserved,) = served["reserved"]
+    assert (running["actor"], running["args"]) == ("send_email", "'b@example.com'")
+    assert running["started_at"] is not None and reserved["started_at"] is None
+    assert reserved["args"] == "'r@example.com'"
+
+
 def test_api_dashboard_has_status_actors_tiers_and_history(database_url, conn, known):
     now = known["now"]
     with client(database_url, clock=lambda: now) as web:
@@ -46,7 +57,13 @@ def test_api_dashboard_has_status_actors_tiers_and_history(database_url, conn, k
     assert ocr["run_p50_ms"] == pytest.approx(4.0)  # 10 runs in the (3, 5] ms bucket
     assert data["actors"]["send_email"]["done_5m"] == 5
     tiers = {t["tier"]: t for t in data["tiers"]}
-    assert (tiers["pro"]["queued"], tiers["free"]["queued"], tiers["free"]["running"]) == (3, 1, 1)
+    free = tiers["free"]
+    assert (tiers["pro"]["queued"], free["queued"], free["running"], free["reserved"]) == (
+        3,
+        1,
+        1,
+        1,
+    )
     assert tiers[None]["scheduled"] == 1
     assert tiers["pro"]["ready_share"] == pytest.approx(0.75)
     assert len(data["history"]) == monitor.HISTORY_MIN + 1
@@ -66,7 +83,13 @@ def test_depth_sampler_keeps_the_snapshot_depths(database_url, known):
         pool.close()
     samples = sampler.history()
     assert len(samples) == 2
-    assert samples[-1]["queues"]["ocr"] == {"queued": 3, "scheduled": 1, "running": 0, "dead": 0}
+    assert samples[-1]["queues"]["ocr"] == {
+        "queued": 3,
+        "scheduled": 1,
+        "running": 0,
+        "reserved": 0,
+        "dead": 0,
+    }
     assert samples[-1]["totals"]["dead"] == 3
 
 
@@ -87,7 +110,16 @@ def test_minute_history_fills_missing_minutes_with_zero():
 
 
 def test_tier_share_is_none_when_nothing_is_ready():
-    rows = [{"tier": "pro", "queued": 0, "scheduled": 2, "running": 1, "oldest_ready_s": None}]
+    rows = [
+        {
+            "tier": "pro",
+            "queued": 0,
+            "scheduled": 2,
+            "running": 1,
+            "reserved": 0,
+            "oldest_ready_s": None,
+        }
+    ]
     assert monitor.tier_figures(rows)[0]["ready_share"] is None
 
 

@@ -22,6 +22,7 @@ import uvicorn
 
 from receiptq import db, monitor
 from receiptq.web.app import create_app
+from tests_support import start_deliveries
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -84,7 +85,8 @@ def browser() -> Iterator[webdriver.Chrome]:
 @pytest.fixture
 def flowing(broker, conn) -> Iterator[dict]:
     """Jobs flowing through an in-process worker: receipts succeed, bad ones dead-letter;
-    the 'parked' queue has jobs no worker takes, and some are scheduled for later."""
+    the 'parked' queue is paused and has jobs no worker takes, some scheduled for later;
+    the 'held' queue has 1 job running and 2 reserved."""
 
     @dramatiq.actor(queue_name="ocr", max_retries=0)
     def ocr_receipt(receipt_id: int) -> None:
@@ -104,6 +106,15 @@ def flowing(broker, conn) -> Iterator[dict]:
         archive.send(receipt)
     for receipt in range(2):
         archive.send_with_options(args=(receipt,), delay=3_600_000)
+    db.execute(conn, "queue_pause", {"queue": "parked"})
+
+    @dramatiq.actor(queue_name="held")
+    def hold(receipt_id: int) -> None:
+        pass
+
+    for receipt in range(3):  # claimed by the test's broker: 1 started, 2 reserved
+        hold.send(receipt)
+    start_deliveries(broker, broker.claim("held", 3)[0])
     worker = dramatiq.Worker(broker, worker_threads=2, queues={"ocr"})
     worker.start()
     stop = threading.Event()
@@ -163,6 +174,9 @@ def test_dashboard_shows_the_database_figures_and_retries_a_dead_letter(
         lambda: text_of(browser, '[data-queue="parked"][data-field="queued"]') == "5", 10, "parked"
     )
     assert text_of(browser, '[data-queue="parked"][data-field="scheduled"]') == "2"
+    assert text_of(browser, '[data-queue="parked"][data-field="settings"]') == "paused"
+    assert text_of(browser, '[data-queue="held"][data-field="running"]') == "1"
+    assert text_of(browser, '[data-queue="held"][data-field="reserved"]') == "2"
     wait_until(lambda: text_of(browser, '[data-total="dead"]') == "3", 10, "3 dead letters shown")
     rows = browser.find_elements(By.CSS_SELECTOR, "#dead-letters tr[data-dead-letter]")
     shown = sorted(int(row.get_attribute("data-dead-letter")) for row in rows)

@@ -38,10 +38,15 @@ def test_metrics_report_the_known_contents(database_url, broker, conn):
         return samples[("receiptq_queue_jobs", (("queue", queue), ("state", state)))]
 
     assert (jobs("ocr", "ready"), jobs("ocr", "scheduled"), jobs("ocr", "running")) == (3, 1, 0)
-    assert (jobs("email", "ready"), jobs("email", "running")) == (1, 1)
+    assert (jobs("email", "ready"), jobs("email", "running"), jobs("email", "reserved")) == (
+        1,
+        1,
+        1,
+    )
     assert (jobs("doomed_ocr", "dead"), jobs("doomed_email", "dead")) == (2, 1)
     assert samples[("receiptq_queue_oldest_ready_seconds", (("queue", "ocr"),))] >= 0
-    assert samples[("receiptq_workers", (("state", "alive"),))] == 1
+    # w-alive, and the test broker's worker that holds the email jobs.
+    assert samples[("receiptq_workers", (("state", "alive"),))] == 2
     assert samples[("receiptq_workers", (("state", "lost"),))] == 1
 
     ocr = {"actor": "ocr_receipt", "queue": "ocr"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -86,3 +87,22 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval_s)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (a database that cannot be reached)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_deliveries(broker: Any, *jobs: Any) -> None:
+    """What a worker thread does as it takes claimed jobs (``JobProxy``s of
+    ``broker.claim``): the broker's delivery clock notes each start, and the
+    heartbeat writes the started deliveries to the worker's row."""
+    from receiptq.broker import _DeliveryClock
+
+    clock = next(m for m in broker.middleware if isinstance(m, _DeliveryClock))
+    for job in jobs:
+        clock.before_process_message(broker, job)
+    broker.heartbeat_now()

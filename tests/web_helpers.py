@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 from receiptq import db
 from receiptq.stats import BUCKETS
 from receiptq.web.app import create_app
+from tests_support import start_deliveries
 
 LOCAL = "http://127.0.0.1"
 
@@ -68,8 +69,9 @@ def dead_letter(broker, conn, queue: str, error_type: str, error: str) -> None:
 def fill_known_contents(broker, conn) -> dict[str, Any]:
     """Jobs, dead letters and statistics whose figures the tests know.
 
-    ocr: 3 ready (tier pro), 1 scheduled (no tier). email: 1 running, 1 ready (tier
-    free). Dead letters: 2 of ocr_receipt (queue doomed_ocr), 1 of send_email
+    ocr: 3 ready (tier pro), 1 scheduled (no tier). email (tier free): 1 running (a
+    thread of the test broker's worker started it), 1 reserved (claimed, not
+    started), 1 ready. Dead letters: 2 of ocr_receipt (queue doomed_ocr), 1 of send_email
     (queue doomed_email). Statistics: ocr_receipt 8 done + 2 failed this minute,
     send_email 5 done two minutes ago, 100 done 30 minutes ago (history only).
     """
@@ -81,7 +83,9 @@ def fill_known_contents(broker, conn) -> dict[str, Any]:
     send(broker, "doomed_email", "send_email", args=("a@example.com",))
     dead_letter(broker, conn, "doomed_email", "SMTPRecipientsRefused", "mailbox unavailable")
     send(broker, "email", "send_email", args=("b@example.com",), tier="free")
-    assert len(broker.claim("email", 1)) == 1
+    send(broker, "email", "send_email", args=("r@example.com",), tier="free")
+    started, _reserved = broker.claim("email", 2)
+    start_deliveries(broker, started)
     send(broker, "email", "send_email", args=("c@example.com",), tier="free")
     for receipt in (10, 11, 12):
         send(broker, "ocr", "ocr_receipt", args=(receipt,), tier="pro")

@@ -250,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen workloads; print a JSON line each, then a table. Exit status."""
     settings = settings_from(args)
     server_url = database_url(getattr(args, "url", None))
+    db.check_connection(server_url)  # an unreachable server: one line (receiptq's main), exit 1
     results = []
     with sigterm_exits():
         for workload in settings.workloads:

@@ -10,6 +10,7 @@ but their consumers never touch the database.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -17,7 +18,7 @@ import time
 import traceback
 import weakref
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, cast
 
@@ -27,12 +28,15 @@ from dramatiq.common import dq_name, q_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware, Retries
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from receiptq import db
 from receiptq.config import database_url, env_float, env_int, validate_queue_name
+from receiptq.middleware import BackoffRetries, receiptq_middleware
+from receiptq.pg.delivery import JobProxy
 from receiptq.pg.flusher import Flusher
-from receiptq.pg.heartbeat import Heartbeat, new_worker_id
+from receiptq.pg.heartbeat import Heartbeat, WorkerStatus, new_worker_id
 from receiptq.pg.listener import Listener
 from receiptq.pg.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -44,7 +48,7 @@ from receiptq.pg.messages import (
 from receiptq.pg.pending_retries import PendingRetries
 from receiptq.tiers import UNTIERED, StrideState, TierPolicy, quotas
 
-__all__ = ["MessageError", "PostgresBroker"]
+__all__ = ["JobProxy", "MessageError", "PostgresBroker"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,26 +64,38 @@ CLASS_CHECK_INTERVAL_S = 10.0
 ClaimPath = Literal["locked", "fair", "plain"]
 #: Dramatiq's Retries default, used when no Retries middleware says otherwise.
 DEFAULT_MAX_RETRIES = 20
-
-
-class JobProxy(MessageProxy):
-    """A message handed out by the broker, with the delivery it belongs to."""
-
-    def __init__(self, message: Message[Any], *, job_id: int, attempt: int, due_at: float) -> None:
-        super().__init__(message)
-        self.job_id = job_id
-        self.attempt = attempt
-        self.due_at = due_at
-        self.started_at: float | None = None
-        self.postponed = False
+#: Option set on the message ``enqueue`` returns when its ``unique_key`` was taken.
+DUPLICATE_OPTION = "duplicate"
 
 
 class _DeliveryClock(Middleware):
-    """Notes when each delivery starts running (for latency and run-time stats)."""
+    """Notes when each delivery starts running (for latency and run-time stats, and
+    for monitoring: a started delivery is running, a claimed one only reserved)."""
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
         if isinstance(message, JobProxy):
             message.started_at = time.time()
+            if isinstance(broker, PostgresBroker):
+                broker._note_started(message)
+
+
+def _middleware_or_default(middleware: list[Middleware] | None) -> list[Middleware]:
+    """receiptq's stack when the caller gave none; a warning (once) for a stack whose
+    retries ignore PermanentError and RetryAfter."""
+    if middleware is None:
+        return receiptq_middleware()
+    if any(isinstance(m, Retries) and not isinstance(m, BackoffRetries) for m in middleware):
+        _warn_plain_retries()
+    return middleware
+
+
+@functools.cache
+def _warn_plain_retries() -> None:
+    logger.warning(
+        "PostgresBroker built with Dramatiq's plain Retries middleware: PermanentError and "
+        "RetryAfter are retried like any error and never dead-lettered at once; use "
+        "receiptq.middleware.receiptq_middleware() (or BackoffRetries in place of Retries)"
+    )
 
 
 class PostgresBroker(Broker):
@@ -88,7 +104,10 @@ class PostgresBroker(Broker):
     Parameters:
       url(str): PostgreSQL URL. Default: ``RECEIPTQ_DATABASE_URL``, then
         ``DATABASE_URL``, then the embedded PostgreSQL under ``RECEIPTQ_HOME``.
-      middleware(list[Middleware]): as for :class:`dramatiq.Broker`.
+      middleware(list[Middleware]): as for :class:`dramatiq.Broker`. Default:
+        :func:`receiptq.middleware.receiptq_middleware` (Dramatiq's defaults with
+        backoff retries that honour ``PermanentError`` and ``RetryAfter``, circuit
+        breakers and ``CurrentMessage``), not Dramatiq's default list.
       lease_s(float): lease of a claimed job, in seconds (``RECEIPTQ_LEASE_S``, 30).
       poll_interval_ms(int): idle polling interval (``RECEIPTQ_POLL_INTERVAL_MS``, 500).
       pool_max_size(int): connections in this process's pool (``RECEIPTQ_POOL_MAX_SIZE``, 6).
@@ -113,9 +132,10 @@ class PostgresBroker(Broker):
         ack_flush_ms: int | None = None,
         tiers: TierPolicy | None = None,
     ) -> None:
-        super().__init__(middleware=middleware)
+        # The URL first: a malformed one fails here, before anything else is set up.
+        self.url = database_url(url, setting="PostgresBroker(url=...)")
+        super().__init__(middleware=_middleware_or_default(middleware))
         self.tier_policy = tiers or TierPolicy.from_env()
-        self.url = database_url(url)
         self.lease_s = lease_s or env_float("RECEIPTQ_LEASE_S", DEFAULT_LEASE_S)
         self.poll_interval_s = (
             poll_interval_ms or env_int("RECEIPTQ_POLL_INTERVAL_MS", DEFAULT_POLL_INTERVAL_MS)
@@ -142,6 +162,7 @@ class PostgresBroker(Broker):
         self._consumers: set[_PostgresConsumer] = set()
         self._retried: set[str] = set()  # message ids re-queued while being delivered here
         self._in_flight: set[int] = set()  # job ids claimed here and not finished yet
+        self._started: dict[int, tuple[int, float]] = {}  # of those, started: (attempt, at)
         self._local = threading.local()
         self.add_middleware(_DeliveryClock())
         # A forked child (Dramatiq's worker processes) starts with no pool and no
@@ -167,6 +188,7 @@ class PostgresBroker(Broker):
         self._consumers = set()
         self._retried = set()
         self._in_flight = set()
+        self._started = {}
         self.worker_id = new_worker_id()
 
     def _flush_at_exit(self) -> None:
@@ -279,31 +301,35 @@ class PostgresBroker(Broker):
         )
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
-        """Store a message as a job, due now or after ``delay`` ms.
+        """Store a message as a job, due now or after ``delay`` ms; return it.
+
+        A message whose ``unique_key`` is already queued or running is not stored:
+        the returned message then has the option ``duplicate`` set to True.
 
         Raises:
           MessageError: the message cannot be stored (not JSON, too large, bad option).
           QueueNotFound: the queue was never declared on this broker.
+          DatabaseNotMigrated, DatabaseUnreachable: the database cannot take it.
         """
         self._require_queue(message.queue_name)
         # Middleware runs first: it may fill options (e.g. the tier from the user).
         self.emit_before("enqueue", message, delay)
         row = self._row(message, delay)
         message = message.copy(queue_name=row.queue)
-        with self.connection() as conn:
-            stored = db.fetch_one(
-                conn, "job_enqueue", {**row.params(), "worker_id": self.worker_id}
-            )
+        with db.explained(self.url), self.connection() as conn:
+            params = {**row.params(), "worker_id": self.worker_id}
+            stored = db.fetch_one(conn, "job_enqueue", params)
+            if stored is not None and not stored["requeued"]:
+                self._count_sent(conn, {(row.queue, row.actor): 1})
         if stored is None:
             logger.info(
                 "dropped message %s: unique_key %r is queued or running",
                 row.message_id,
                 row.unique_key,
             )
+            message = message.copy(options={DUPLICATE_OPTION: True})
         elif stored["requeued"]:
             self._retried.add(row.message_id)
-        else:
-            self._flusher.count(row.queue, row.actor, enqueued=1)
         self.emit_after("enqueue", message, delay)
         return message
 
@@ -311,8 +337,8 @@ class PostgresBroker(Broker):
         """Store many new messages in one statement; return how many were stored.
 
         Every message is validated before anything is written. Messages whose id
-        or ``unique_key`` is already queued or running are dropped. Middleware
-        ``before_enqueue``/``after_enqueue`` hooks run for each message.
+        or ``unique_key`` is already queued or running are dropped (not counted).
+        Middleware ``before_enqueue``/``after_enqueue`` hooks run for each message.
         """
         if not messages:
             return 0
@@ -334,16 +360,28 @@ class PostgresBroker(Broker):
             "unique_keys": [r.unique_key for r in rows],
             "messages": [r.message for r in rows],
         }
-        with self.connection() as conn:
+        with db.explained(self.url), self.connection() as conn:
             stored = db.fetch_all(conn, "job_enqueue_many", columns)
+            self._count_sent(conn, Counter((r["queue"], r["actor"]) for r in stored))
         for message in messages:
             self.emit_after("enqueue", message, delay)
-        counts: dict[tuple[str, str], int] = {}
-        for r in stored:  # dropped duplicates are not counted
-            counts[r["queue"], r["actor"]] = counts.get((r["queue"], r["actor"]), 0) + 1
-        for (queue, actor), n in counts.items():
-            self._flusher.count(queue, actor, enqueued=n)
         return len(stored)
+
+    def _count_sent(
+        self, conn: psycopg.Connection[Any], sent: Mapping[tuple[str, str], int]
+    ) -> None:
+        """Count stored jobs in the statistics once they commit: now on an autocommit
+        connection, else when the caller's transaction commits (a rolled-back send
+        is never counted)."""
+        if not sent:
+            return
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            for (queue, actor), n in sent.items():
+                self._flusher.count(queue, actor, enqueued=n)
+            return
+        row = db.fetch_one(conn, "transaction_id")
+        assert row is not None
+        self._flusher.count_on_commit(row["xid"], dict(sent))
 
     # -- consuming --------------------------------------------------------------------
 
@@ -382,15 +420,24 @@ class PostgresBroker(Broker):
         heartbeat = self._heartbeat
         return None if heartbeat is None else heartbeat.throttled_reason
 
-    def _worker_status(self) -> tuple[list[str], list[int]]:
+    def _worker_status(self) -> WorkerStatus:
         with self._lock:
             queues = sorted({c.queue_name for c in self._consumers})
-            return queues, list(self._in_flight)
+            return WorkerStatus(queues, list(self._in_flight), dict(self._started))
+
+    def _note_started(self, message: JobProxy) -> None:
+        """A worker thread started this delivery (the heartbeat reports it running)."""
+        assert message.started_at is not None
+        with self._lock:
+            if message.job_id in self._in_flight:
+                self._started[message.job_id] = (message.attempt, message.started_at)
 
     def _land(self, job_ids: Iterable[int]) -> None:
         """These deliveries are over here: the heartbeat stops renewing their leases."""
         with self._lock:
-            self._in_flight.difference_update(job_ids)
+            for job_id in job_ids:
+                self._in_flight.discard(job_id)
+                self._started.pop(job_id, None)
 
     def _wake(self, payload: str) -> None:
         """A notification: ``queue`` (a job is due now), ``later:queue`` (jobs were
@@ -741,7 +788,7 @@ class PostgresBroker(Broker):
         if self._heartbeat is not None:  # before the flusher: a last rescue still counts
             self._heartbeat.close()
             self._heartbeat = None
-        self._pending_retries.close()  # before the flusher: a stored retry's ack goes to it
+        self._pending_retries.close()  # before the flusher: a stored retry is counted by it
         self._flusher.close()
         if self._pool is not None:
             self._pool.close()

@@ -3,7 +3,9 @@
 Every command that shows data takes ``--json`` (one JSON document on stdout);
 otherwise it prints rich tables. Exit codes: 0 done, 1 failed (the database is
 unreachable or not migrated, an id does not exist), 2 bad usage (a malformed
-argument; nothing was written).
+argument or setting, e.g. the database URL; nothing was written). Whatever the
+command, those failures print one line that says what to do (:func:`main`),
+never a traceback.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import datetime, timedelta
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import psycopg
+from dramatiq.actor import Actor
 from dramatiq.message import Message
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -31,16 +34,21 @@ from rich.text import Text
 
 from receiptq import (
     __version__,
+    actor_modules,
     bench,
     breakers_cli,
     config,
     db,
     demo,
+    embedded,
+    import_cli,
     monitor,
     queue_cli,
     receipts_cli,
 )
-from receiptq.broker import MessageError, PostgresBroker
+from receiptq.broker import PostgresBroker
+from receiptq.errors import QUOTE_LIMIT, ConfigError, MessageError, ReceiptqError, shorten
+from receiptq.extras import MissingExtra
 from receiptq.web import cli as web_cli
 from receiptq.web import top as web_top
 
@@ -49,7 +57,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 #: Modules the workers import when ``receiptq process`` is given none.
-DEFAULT_WORKER_MODULES = ("receiptq.actors",)
+DEFAULT_WORKER_MODULES = (actor_modules.DEFAULT_MODULE,)
+#: Where ``receiptq enqueue --force`` sends a job of an actor no module declares.
+DEFAULT_QUEUE = "default"
 #: How often ``process --burst`` looks at the queues (s).
 BURST_POLL_INTERVAL_S = 0.5
 #: Consecutive empty looks before ``process --burst`` stops the workers.
@@ -78,21 +88,21 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise ValueError(
-            f"invalid duration {text!r}: use a whole number and a unit s, m, h or d "
+            f"invalid duration {shorten(text)!r}: use a whole number and a unit s, m, h or d "
             "(e.g. 30s, 15m, 2h, 7d)"
         )
     amount, unit = match.groups()
     try:
         return timedelta(**{_DURATION_UNITS[unit]: int(amount)})
     except OverflowError:
-        raise ValueError(f"duration {text!r} is too long") from None
+        raise ValueError(f"duration {shorten(text)!r} is too long") from None
 
 
 def parse_json_list(text: str) -> list[Any]:
     """A JSON array (an actor's positional arguments)."""
     value = _parse_json(text)
     if not isinstance(value, list):
-        raise ValueError(f"expected a JSON list such as '[1, \"a\"]', got {text!r}")
+        raise ValueError(f"expected a JSON list such as '[1, \"a\"]', got {shorten(text)!r}")
     return value
 
 
@@ -100,7 +110,7 @@ def parse_json_object(text: str) -> dict[str, Any]:
     """A JSON object (an actor's keyword arguments)."""
     value = _parse_json(text)
     if not isinstance(value, dict):
-        raise ValueError(f"expected a JSON object such as '{{\"key\": 1}}', got {text!r}")
+        raise ValueError(f"expected a JSON object such as '{{\"key\": 1}}', got {shorten(text)!r}")
     return value
 
 
@@ -108,13 +118,13 @@ def _parse_json(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON {text!r}: {exc}") from None
+        raise ValueError(f"invalid JSON {shorten(text)!r}: {exc}") from None
 
 
 def parse_actor_name(text: str) -> str:
     if not _ACTOR_NAME.fullmatch(text):
         raise ValueError(
-            f"invalid actor name {text!r}: use letters, digits, '_', '.', ':' or '-', "
+            f"invalid actor name {shorten(text)!r}: use letters, digits, '_', '.', ':' or '-', "
             "starting with a letter or '_'"
         )
     return text
@@ -123,22 +133,30 @@ def parse_actor_name(text: str) -> str:
 def parse_positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
-        raise ValueError(f"expected a whole number >= 1, got {text!r}")
+        raise ValueError(f"expected a whole number >= 1, got {shorten(text)!r}")
     return value
 
 
 def parse_non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
-        raise ValueError(f"expected a whole number >= 0, got {text!r}")
+        raise ValueError(f"expected a whole number >= 0, got {shorten(text)!r}")
     return value
 
 
 def parse_positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
-        raise ValueError(f"expected a number > 0, got {text!r}")
+        raise ValueError(f"expected a number > 0, got {shorten(text)!r}")
     return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its own messages (e.g. "invalid int value: '...'") cut short, so a
+    100 KB argument is not echoed back whole."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(shorten(message, 2 * QUOTE_LIMIT))
 
 
 def _arg(parse: Callable[[str], T]) -> Callable[[str], T]:
@@ -171,6 +189,10 @@ def _error(message: str) -> None:
     print(f"receiptq: error: {message}", file=sys.stderr)
 
 
+def _warn(message: str) -> None:
+    print(f"receiptq: warning: {message}", file=sys.stderr)
+
+
 def _fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
@@ -182,21 +204,35 @@ def _queue_rows(snap: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], boo
     yield "total", snap["totals"], True
 
 
+def queue_settings_text(figures: dict[str, Any]) -> Text:
+    """A queue's settings in a few words: ``paused, cap 4, ocr_receipt cap 2`` (or "-")."""
+    parts = [Text("paused", style="yellow")] if figures.get("paused") else []
+    if figures.get("max_running") is not None:
+        parts.append(Text(f"cap {figures['max_running']}"))
+    for actor, cap in (figures.get("actor_caps") or {}).items():
+        parts.append(Text(f"{actor} cap {cap['max_running']}"))
+    return Text(", ").join(parts) if parts else Text("-")
+
+
 def backlog_table(snap: dict[str, Any]) -> Table:
-    table = Table(title="Queues", title_justify="left")
+    table = Table(
+        title="Queues",
+        title_justify="left",
+        caption="running: started by a worker thread; reserved: claimed by a worker, not started",
+        caption_justify="left",
+    )
     table.add_column("Queue")
-    for header in ("Ready", "Scheduled", "Running", "Dead", "Oldest ready"):
+    for header in ("Ready", "Scheduled", "Running", "Reserved", "Dead", "Oldest ready"):
         table.add_column(header, justify="right")
+    table.add_column("Settings")
     for name, f, is_total in _queue_rows(snap):
         if is_total:
             table.add_section()
         table.add_row(
             name,
-            str(f["queued"]),
-            str(f["scheduled"]),
-            str(f["running"]),
-            str(f["dead"]),
+            *(str(f[key]) for key in ("queued", "scheduled", "running", "reserved", "dead")),
             _fmt(f["oldest_ready_s"], suffix=" s"),
+            "" if is_total else queue_settings_text(f),
             style="bold" if is_total else None,
         )
     return table
@@ -225,7 +261,8 @@ def throughput_table(snap: dict[str, Any]) -> Table:
 
 def workers_table(snap: dict[str, Any]) -> Table:
     table = Table(title="Workers", title_justify="left")
-    for header in ("Worker", "Queues", "In flight", "CPU", "Memory", "Heartbeat", "State"):
+    headers = ("Worker", "Queues", "Running", "Reserved", "CPU", "Memory", "Heartbeat", "State")
+    for header in headers:
         table.add_column(
             header, justify="left" if header in ("Worker", "Queues", "State") else "right"
         )
@@ -239,7 +276,8 @@ def workers_table(snap: dict[str, Any]) -> Table:
         table.add_row(
             w["id"],
             ", ".join(w["queues"]),
-            str(w["in_flight"]),
+            str(w["running"]),
+            str(w["reserved"]),
             _fmt(w.get("cpu_percent"), ".0f", "%"),
             _fmt(w.get("memory_percent"), ".0f", "%"),
             f"{w['heartbeat_age_s']:.0f} s ago",
@@ -277,10 +315,24 @@ def status_view(snap: dict[str, Any]) -> RenderableType:
     )
 
 
+def call_arguments(args: Any, kwargs: Any) -> str:
+    """A job's arguments as one short line: ``42, "eu", lang="de"``."""
+    parts = [json.dumps(value) for value in args or ()]
+    parts += [f"{key}={json.dumps(value)}" for key, value in (kwargs or {}).items()]
+    return shorten(", ".join(parts))
+
+
 def dead_letters_table(rows: Sequence[dict[str, Any]]) -> Table:
     table = Table(title="Dead letters", title_justify="left")
-    for header in ("ID", "Failed at", "Queue", "Actor", "Attempts", "Reason", "Error"):
-        table.add_column(header, justify="right" if header in ("ID", "Attempts") else "left")
+    headers = ("ID", "Failed at", "Queue", "Actor", "Arguments", "Attempts", "Reason", "Error")
+    for header in headers:
+        table.add_column(
+            header,
+            justify="right" if header in ("ID", "Attempts") else "left",
+            # Names stay whole; arguments and error share what width is left, cut.
+            no_wrap=header in ("ID", "Queue", "Actor"),
+            min_width=6 if header in ("Arguments", "Error") else None,
+        )
     for row in rows:
         error = f"{row['error_type'] or ''}: {row['error'] or ''}".strip(": ")
         table.add_row(
@@ -288,6 +340,7 @@ def dead_letters_table(rows: Sequence[dict[str, Any]]) -> Table:
             f"{row['failed_at']:%Y-%m-%d %H:%M:%S}",
             row["queue"],
             row["actor"],
+            Text(call_arguments(row["args"], row["kwargs"]), overflow="ellipsis", no_wrap=True),
             str(row["attempts"]),
             row["reason"],
             Text(error, overflow="ellipsis", no_wrap=True),
@@ -305,7 +358,9 @@ def dead_letter_view(row: dict[str, Any]) -> RenderableType:
     message = row["message"] or {}
     table.add_row("args", json.dumps(message.get("args")))
     table.add_row("kwargs", json.dumps(message.get("kwargs")))
-    table.add_row("options", json.dumps(message.get("options")))
+    # The retries' copy of a traceback is shown once, below (--json keeps everything).
+    options = {k: v for k, v in (message.get("options") or {}).items() if k != "traceback"}
+    table.add_row("options", json.dumps(options))
     traceback = Text(row["traceback"] or "(no traceback kept)")
     return Group(table, Text("Traceback", style="bold"), traceback)
 
@@ -314,19 +369,35 @@ def dead_letter_view(row: dict[str, Any]) -> RenderableType:
 
 
 def _url(args: argparse.Namespace) -> str:
-    return config.database_url(getattr(args, "url", None))
+    return config.database_url(getattr(args, "url", None), setting="--url")
 
 
 def run_db_migrate(args: argparse.Namespace) -> int:
-    applied = db.migrate(_url(args))
+    url = _url(args)
+    applied = db.migrate(url)
+    notes = receipts_cli.receipt_chain_notes(url)
     if args.json:
-        _print_json({"applied": applied, "up_to_date": not applied})
+        _print_json({"applied": applied, "up_to_date": not applied, "notes": notes})
         return EXIT_OK
     console = Console()
     for name in applied:
         console.print(f"applied {name}")
     if not applied:
         console.print("up to date")
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def run_db_stop(args: argparse.Namespace) -> int:
+    pid = embedded.stop()
+    folder = embedded.data_dir()
+    if args.json:
+        _print_json({"stopped": pid is not None, "pid": pid, "data_dir": str(folder)})
+    elif pid is None:
+        print(f"the embedded PostgreSQL ({folder}) is not running")
+    else:
+        print(f"stopped the embedded PostgreSQL (pid {pid}, data in {folder})")
     return EXIT_OK
 
 
@@ -382,7 +453,7 @@ def _watch_frames(url: str, interval_s: float) -> Generator[dict[str, Any]]:
                 if conn is not None:
                     conn.close()
                 conn = None
-                yield {"error": f"database unreachable, retrying: {exc}".strip()}
+                yield {"error": f"{db.explain_error(exc, url)}; retrying"}
             _pause(interval_s)
     finally:
         if conn is not None:
@@ -458,23 +529,26 @@ def run_dead_letter_purge(args: argparse.Namespace) -> int:
 
 
 def run_enqueue(args: argparse.Namespace) -> int:
+    url = _url(args)
+    actor = _declared_actor(args, url)
     options = {"priority": args.priority, "tier": args.tier, "user_id": args.user}
+    if actor is not None:  # what actor.send() would store
+        if args.priority is None and actor.priority:
+            options["priority"] = actor.priority
+        options["max_retries"] = actor.options.get("max_retries")
     message: Message[Any] = Message(
-        queue_name=args.queue,
+        queue_name=_queue_for(args, actor),
         actor_name=args.actor,
         args=tuple(args.args),
         kwargs=args.kwargs,
         options={key: value for key, value in options.items() if value is not None},
     )
-    url = _url(args)
     broker = PostgresBroker(url)
     try:
-        broker.declare_queue(args.queue)
+        broker.declare_queue(message.queue_name)
         # On a connection of our own: a wrong URL fails at once, not after the pool's wait.
         with db.connect(url) as conn, broker.transaction(conn):
             broker.enqueue(message, delay=args.delay_ms)
-    except MessageError as exc:
-        raise CommandError(str(exc), EXIT_USAGE) from None
     finally:
         broker.close()
     if args.json:
@@ -490,6 +564,45 @@ def run_enqueue(args: argparse.Namespace) -> int:
     else:
         print(message.message_id)
     return EXIT_OK
+
+
+def _declared_actor(args: argparse.Namespace, url: str) -> Actor[Any, Any] | None:
+    """The actor ``args.actor`` as the app's modules declare it; refuse an actor no
+    module declares (nothing would run its job) unless ``--force``."""
+    modules = args.modules or [actor_modules.DEFAULT_MODULE]
+    try:
+        actors = actor_modules.declared_actors(modules, url)
+    except actor_modules.ModuleImportError as exc:
+        if not args.force:
+            raise CommandError(
+                f"{exc}, so actor {args.actor!r} cannot be checked: name your app's actor "
+                "module with --module, or send anyway with --force",
+                EXIT_USAGE,
+            ) from None
+        _warn(f"{exc}; sending to {args.actor!r} unchecked (--force)")
+        return None
+    actor = actors.get(args.actor)
+    if actor is None and not args.force:
+        known = shorten(", ".join(sorted(actors)) or "none", 160)
+        raise CommandError(
+            f"no actor {args.actor!r} in {', '.join(modules)} (it declares: {known}): "
+            "name your app's actor module with --module, or send anyway with --force",
+            EXIT_USAGE,
+        )
+    if actor is None:
+        _warn(f"no actor {args.actor!r} in {', '.join(modules)}; sending anyway (--force)")
+    return actor
+
+
+def _queue_for(args: argparse.Namespace, actor: Actor[Any, Any] | None) -> str:
+    """``--queue``, else the actor's declared queue, else ``default``."""
+    declared = actor.queue_name if actor is not None else None
+    if args.queue is not None and declared is not None and args.queue != declared:
+        _warn(
+            f"actor {args.actor!r} is declared on queue {declared!r}; sending to "
+            f"{args.queue!r} as --queue says (only workers of {args.queue!r} will see it)"
+        )
+    return args.queue or declared or DEFAULT_QUEUE
 
 
 def dramatiq_command(
@@ -543,6 +656,9 @@ def _stop_when_drained(child: subprocess.Popen[bytes], url: str, queues: Sequenc
 
 def run_process(args: argparse.Namespace) -> int:
     url = _url(args)
+    # The workers would only log the same error every few seconds: say it once, here.
+    with db.connect(url) as conn:
+        db.fetch_one(conn, "job_count_ready_or_running", {"queues": None})
     command = dramatiq_command(
         args.modules or DEFAULT_WORKER_MODULES, args.queues, args.processes, args.threads
     )
@@ -569,6 +685,13 @@ def _add_db(sub: Any, common: argparse.ArgumentParser) -> None:
         "migrate", parents=[common], help="apply the migrations not applied yet (idempotent)"
     )
     migrate.set_defaults(func=run_db_migrate)
+    stop = db_sub.add_parser(
+        "stop",
+        help="stop the embedded PostgreSQL under RECEIPTQ_HOME (started when no URL is set; "
+        "never a server given by URL)",
+    )
+    stop.add_argument("--json", action="store_true", help="print JSON")
+    stop.set_defaults(func=run_db_stop)
 
 
 def _add_status(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -629,7 +752,22 @@ def _add_enqueue(sub: Any, common: argparse.ArgumentParser) -> None:
         "--kwargs", type=_arg(parse_json_object), default={}, metavar="JSON", help="a JSON object"
     )
     enqueue.add_argument(
-        "--queue", type=_arg(config.validate_queue_name), default="default", help="default: default"
+        "--queue",
+        type=_arg(config.validate_queue_name),
+        help=f"default: the queue the actor is declared on ({DEFAULT_QUEUE!r} with --force)",
+    )
+    enqueue.add_argument(
+        "--module",
+        dest="modules",
+        action="append",
+        metavar="MODULE",
+        help="the module that declares the app's actors, as given to the workers "
+        f"(repeatable; default: {actor_modules.DEFAULT_MODULE})",
+    )
+    enqueue.add_argument(
+        "--force",
+        action="store_true",
+        help="send even if no module declares the actor (its job waits for a worker that does)",
     )
     enqueue.add_argument("--priority", type=int, help="lower runs first (default: the actor's)")
     enqueue.add_argument(
@@ -670,9 +808,7 @@ def _add_process(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="receiptq", description="Background jobs on PostgreSQL, with Dramatiq."
-    )
+    parser = _Parser(prog="receiptq", description="Background jobs on PostgreSQL, with Dramatiq.")
     url_help = (
         "PostgreSQL URL (default: RECEIPTQ_DATABASE_URL, then DATABASE_URL, "
         "then the embedded PostgreSQL under RECEIPTQ_HOME)"
@@ -698,6 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
     web_top.add_parser(sub)
     receipts_cli.add_parser(sub)
     breakers_cli.add_parser(sub)
+    import_cli.add_parser(sub)
     return parser
 
 
@@ -705,22 +842,44 @@ def _exit_status(code: Any) -> int:
     return code if isinstance(code, int) else EXIT_OK if code is None else EXIT_USAGE
 
 
+def _database_hint(args: argparse.Namespace) -> str | None:
+    """The URL the command was most likely using, to name the database in an error."""
+    try:
+        url = getattr(args, "url", None) or config.configured_database_url()
+    except ConfigError:
+        return None
+    return url or config.started_embedded_url()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one ``receiptq`` command; return its exit code."""
+    """Run one ``receiptq`` command; return its exit code.
+
+    A bad setting or argument (ConfigError, MessageError: exit 2), a database that
+    is not migrated or cannot be reached (exit 1) print one line that says what to
+    do, whichever command met them; other errors keep their traceback (bugs).
+    """
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error argparse has printed
         return _exit_status(exc.code)
     try:
+        if getattr(args, "url", None) is not None:
+            config.validate_database_url(args.url, "--url")
         return int(args.func(args))
     except CommandError as exc:
         _error(str(exc))
         return exc.exit_code
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
-        _error("the database has no receiptq tables: run `receiptq db migrate` first")
+    except MissingExtra as exc:
+        _error(str(exc))
         return EXIT_FAILED
-    except psycopg.OperationalError as exc:
-        _error(f"cannot reach the database: {exc}")
+    except (ConfigError, MessageError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except (ReceiptqError, psycopg.Error) as exc:
+        line = db.explain_error(exc, _database_hint(args))
+        if line is None:
+            raise
+        _error(line)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 128 + signal.SIGINT

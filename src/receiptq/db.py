@@ -1,27 +1,49 @@
 """The only module that talks SQL: named queries, connection pools, migrations.
 
 Queries live in ``schema/queries/*.sql`` as blocks that start with
-``-- name: <query_name>``; they are parsed once, at import. Migrations are the
-files ``schema/migrations/NNNN_name.sql``, applied in order, each recorded in
-``receiptq.migrations``; :func:`migrate` holds an advisory lock so that several
-processes can run it at once.
+``-- name: <query_name>``; they are parsed once, at import. Migrations come in
+two chains, each a folder of ``NNNN_name.sql`` files applied in order and each
+with its own record of the files applied: the queue's (:data:`QUEUE_CHAIN`,
+``schema/migrations``, recorded in ``receiptq.migrations``), which every
+deployment applies, and the receipt app's (:data:`RECEIPTS_CHAIN`,
+``schema/receipts_migrations``, recorded in ``receiptq_app.migrations``), which
+only the receipt app and the demo apply, after the queue's. :func:`migrate`
+holds an advisory lock so that several processes can run it at once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, LiteralString, cast
 
 import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from receiptq.errors import (
+    ConfigError,
+    DatabaseNotMigrated,
+    DatabaseUnreachable,
+    ReceiptqError,
+    shorten,
+)
 
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 logger = logging.getLogger(__name__)
+
+#: How long a first connection may take before the database counts as unreachable (s).
+CONNECT_TIMEOUT_S = 10
 
 
 def _parse_queries(text: str) -> dict[str, str]:
@@ -50,11 +72,41 @@ def query(name: str) -> LiteralString:
     return cast(LiteralString, QUERIES[name])
 
 
-def migration_files() -> list[tuple[str, str]]:
-    """All migrations as (name, sql), in the order they apply."""
-    folder = resources.files("receiptq.schema") / "migrations"
-    names = sorted(e.name for e in folder.iterdir() if re.match(r"^\d{4}_\w+\.sql$", e.name))
-    return [(name[:-4], (folder / name).read_text()) for name in names]
+@dataclass(frozen=True)
+class Chain:
+    """A chain of migrations: a folder of ``NNNN_name.sql`` files, and the named
+    queries that create its record of applied files, read it and add to it."""
+
+    name: str
+    folder: Traversable
+    bootstrap: str
+    applied: str
+    record: str
+    #: The table of its record (created by ``bootstrap``).
+    table: str
+
+
+_SCHEMA = resources.files("receiptq.schema")
+#: The queue's objects, schema ``receiptq``: what ``receiptq db migrate`` applies. The
+#: record may name files this package no longer ships (``0005_receipts_app`` of 0.1
+#: moved to the receipt app's chain): they are ignored.
+QUEUE_CHAIN = Chain(
+    "queue", _SCHEMA / "migrations",
+    "migration_bootstrap", "migration_applied", "migration_record", "receiptq.migrations",
+)  # fmt: skip
+#: The receipt app's tables, schema ``receiptq_app`` (``receiptq receipts migrate``,
+#: the demo): applied after the queue's chain, whose tables its queries join.
+RECEIPTS_CHAIN = Chain(
+    "receipts", _SCHEMA / "receipts_migrations",
+    "receipts_migration_bootstrap", "receipts_migration_applied", "receipts_migration_record",
+    "receiptq_app.migrations",
+)  # fmt: skip
+
+
+def migration_files(chain: Chain = QUEUE_CHAIN) -> list[tuple[str, str]]:
+    """A chain's migrations as (name, sql), in the order they apply."""
+    names = sorted(e.name for e in chain.folder.iterdir() if re.match(r"^\d{4}_\w+\.sql$", e.name))
+    return [(name[:-4], (chain.folder / name).read_text()) for name in names]
 
 
 def connect(url: str, **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
@@ -81,6 +133,7 @@ def open_pool(
         except psycopg.Error:  # PostgreSQL < 12: the default heuristic, then
             logger.info("plan_cache_mode is not supported by this server", exc_info=True)
 
+    check_connection(url)
     pool = ConnectionPool(
         url,
         min_size=1,
@@ -94,15 +147,38 @@ def open_pool(
     return pool
 
 
+def check_connection(url: str) -> None:
+    """Connect once, so that a database that cannot be reached fails now with one
+    line (DatabaseUnreachable), not after a pool's wait of 30 s."""
+    try:
+        psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
+    except psycopg.Error as exc:
+        error = database_error(exc, url)
+        if error is None:
+            raise
+        raise error from None
+
+
 Params = dict[str, Any] | None
+#: Identifiers for a query's ``{placeholders}``: {"source": ("schema", "table")}.
+Identifiers = Mapping[str, Sequence[str]] | None
+
+
+def statement(name: str, identifiers: Identifiers = None) -> LiteralString | sql.Composed:
+    """A named query; its ``{placeholders}``, if any, filled with identifiers (e.g.
+    another tool's schema and table) that psycopg quotes, never formatted by hand."""
+    if identifiers is None:
+        return query(name)
+    quoted = {key: sql.Identifier(*parts) for key, parts in identifiers.items()}
+    return sql.SQL(query(name)).format(**quoted)
 
 
 def fetch_all(
-    conn: psycopg.Connection[Any], name: str, params: Params = None
+    conn: psycopg.Connection[Any], name: str, params: Params = None, identifiers: Identifiers = None
 ) -> list[dict[str, Any]]:
     """Run a named query; its rows as dicts (whatever the connection's row factory)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query(name), params or {}).fetchall()
+        return cur.execute(statement(name, identifiers), params or {}).fetchall()
 
 
 def fetch_one(
@@ -112,10 +188,12 @@ def fetch_one(
         return cur.execute(query(name), params or {}).fetchone()
 
 
-def execute(conn: psycopg.Connection[Any], name: str, params: Params = None) -> int:
+def execute(
+    conn: psycopg.Connection[Any], name: str, params: Params = None, identifiers: Identifiers = None
+) -> int:
     """Run a named statement; return the number of rows it touched."""
     with conn.cursor() as cur:
-        return cur.execute(query(name), params or {}).rowcount
+        return cur.execute(statement(name, identifiers), params or {}).rowcount
 
 
 def execute_many(
@@ -126,30 +204,143 @@ def execute_many(
         cur.executemany(query(name), list(params))
 
 
-def migrate(url: str) -> list[str]:
-    """Apply the migrations not applied yet; return their names. Idempotent.
+def migrate(url: str, chain: Chain = QUEUE_CHAIN) -> list[str]:
+    """Apply a chain's migrations not applied yet; return their names. Idempotent.
 
-    Everything runs in one transaction under an advisory lock, so two processes
-    migrating at once apply each file exactly once, and a failing migration
-    leaves the database as it was.
+    Everything runs in one transaction under an advisory lock (one lock for every
+    chain), so two processes migrating at once apply each file exactly once, and a
+    failing migration leaves the database as it was.
     """
     applied_now: list[str] = []
     with psycopg.connect(url, row_factory=dict_row) as conn, conn.transaction():
         conn.execute(query("migration_lock"))
-        conn.execute(query("migration_bootstrap"))
-        done = {row["name"] for row in fetch_all(conn, "migration_applied")}
-        for name, sql in migration_files():
+        conn.execute(query(chain.bootstrap))
+        done = {row["name"] for row in fetch_all(conn, chain.applied)}
+        for name, sql in migration_files(chain):
             if name in done:
                 continue
             conn.execute(cast(LiteralString, sql))
-            conn.execute(query("migration_record"), {"name": name})
+            conn.execute(query(chain.record), {"name": name})
             applied_now.append(name)
     return applied_now
 
 
-def applied_migrations(url: str) -> list[str]:
+def applied_migrations(url: str, chain: Chain = QUEUE_CHAIN) -> list[str]:
+    """The names a chain's record holds ([] when it has none yet)."""
     with connect(url) as conn:
-        exists = conn.execute("SELECT to_regclass('receiptq.migrations') AS t").fetchone()
-        if not exists or exists["t"] is None:
+        row = fetch_one(conn, "migration_table_exists", {"table": chain.table})
+        if row is None or not row["present"]:
             return []
-        return [row["name"] for row in fetch_all(conn, "migration_applied")]
+        return [row["name"] for row in fetch_all(conn, chain.applied)]
+
+
+# -- errors as one line that says what to do ---------------------------------------------
+
+#: Errors of a database that lacks receiptq's objects, or some of them (partly migrated).
+_NOT_MIGRATED = (
+    pg_errors.UndefinedTable,
+    pg_errors.InvalidSchemaName,
+    pg_errors.UndefinedColumn,
+    pg_errors.UndefinedFunction,
+)
+_NO_DATABASE = re.compile(r'database "([^"]*)" does not exist')
+_NO_ROLE = re.compile(r'role "([^"]*)" does not exist')
+#: (words in libpq's message, what they mean, what to check) for an unreachable server.
+_CONNECT_FAILURES = (
+    ("Connection refused", "connection refused",
+     "check that PostgreSQL is running there and that the URL's host and port are right"),
+    ("resolve host", "unknown host",
+     "check the host name in the URL"),
+    ("translate host name", "unknown host",
+     "check the host name in the URL"),
+    ("timeout expired", "no answer in time",
+     "check the host, the port and any firewall in between"),
+    ("No such file or directory", "no server socket there",
+     "check that PostgreSQL is running and the URL's host (socket directory) and port"),
+    ("authentication failed", "the login was refused",
+     "check the user and password in the URL"),
+    ("no password supplied", "a password is needed",
+     "put the password in the URL"),
+)  # fmt: skip
+
+
+def describe_database(url: str | None) -> str:
+    """``HOST:PORT/DBNAME`` of a URL for messages (never the user or the password)."""
+    params = _conninfo(url)
+    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    name = params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user") or "?"
+    return f"{host}:{port}/{name}"
+
+
+def _conninfo(url: str | None) -> dict[str, Any]:
+    try:
+        return conninfo_to_dict(url or "")
+    except psycopg.Error:
+        return {}
+
+
+def database_error(exc: BaseException, url: str | None) -> ReceiptqError | None:
+    """The error an operator should see for ``exc``, raised talking to the database
+    at ``url``: one line that says what is wrong and what to do. None for errors
+    that are not about reaching or migrating the database (bugs keep their traceback)."""
+    if isinstance(exc, ReceiptqError):
+        return exc
+    where = describe_database(url)
+    if isinstance(exc, _NOT_MIGRATED):
+        return DatabaseNotMigrated(
+            f"the database at {where} is not migrated: run `receiptq db migrate`"
+        )
+    if isinstance(exc, PoolTimeout):
+        return DatabaseUnreachable(
+            f"no connection to the database at {where} came free in time: check that "
+            "PostgreSQL is up and not out of connections (RECEIPTQ_POOL_MAX_SIZE)"
+        )
+    if isinstance(exc, psycopg.OperationalError):
+        return DatabaseUnreachable(_unreachable(str(exc), where, _conninfo(url)))
+    if isinstance(exc, psycopg.ProgrammingError) and "connection info string" in str(exc):
+        return ConfigError("the database URL is not a PostgreSQL URL: use postgresql://...")
+    return None
+
+
+def _unreachable(text: str, where: str, params: dict[str, Any]) -> str:
+    server = where.rpartition("/")[0]
+    if match := _NO_DATABASE.search(text):
+        name = shorten(match.group(1), 63)
+        return (
+            f"there is no database {name} on the PostgreSQL at {server}: create it "
+            f"(createdb {name}) or fix the database name in the URL"
+        )
+    if match := _NO_ROLE.search(text):
+        return (
+            f"the PostgreSQL at {server} has no user {shorten(match.group(1), 63)}: "
+            "create it or fix the user in the URL"
+        )
+    for words, meaning, advice in _CONNECT_FAILURES:
+        if words in text:
+            return f"cannot reach the database at {where} ({meaning}): {advice}"
+    first_line = shorten(text.strip().splitlines()[0]) if text.strip() else "no details"
+    return (
+        f"cannot reach the database at {where} ({first_line}): check that PostgreSQL "
+        "is running there and the URL"
+    )
+
+
+@contextmanager
+def explained(url: str) -> Iterator[None]:
+    """Raise the database errors of the block as receiptq's one-line errors
+    (DatabaseNotMigrated, DatabaseUnreachable); others pass unchanged. The original
+    stays reachable as the error's ``__context__``."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        error = database_error(exc, url)
+        if error is None:
+            raise
+        raise error from None
+
+
+def explain_error(exc: BaseException, url: str | None) -> str | None:
+    """The one line to print for ``exc`` (see :func:`database_error`), or None."""
+    error = database_error(exc, url)
+    return None if error is None else str(error)

@@ -1,19 +1,26 @@
 """``receiptq demo``: the receipt pipeline end to end, on real Dramatiq worker processes.
 
-With no database URL it starts the embedded PostgreSQL (under ``RECEIPTQ_HOME``).
-It migrates, clears what a previous demo left (its users, receipts and jobs),
-generates N receipt images (Pillow: varied merchants, items, dates, layouts and
-fonts, some photographed badly) and the users' bank transactions (most receipts
-have theirs, some deliberately none, a few uploads are not images at all),
-starts an SMTP sink (aiosmtpd on 127.0.0.1), submits every receipt (image, row
-and pipeline in one transaction each, users of mixed tiers), and runs
-``dramatiq receiptq.actors`` while a live view shows the receipts and queues.
-The summary checks the outcome against the generated truth: receipts processed,
-matched correctly, emails delivered, jobs retried, postponed by an open circuit
-breaker, dead letters, receipts per status and stuck (nothing will process them:
-a job of theirs is a dead letter, or none is left), throughput (``--json``: as
-JSON). ``--fail-rate`` makes the OCR and SMTP services fail part of the time.
-Exit status 0 when every receipt was accounted for.
+It runs in a database of its own (:mod:`receiptq.demo_database`: the embedded
+PostgreSQL when no URL is set, else a ``receiptq_demo`` database next to the
+URL's) and never touches data it did not create: it refuses a database with
+others' jobs, dead letters or receipts unless ``--allow-existing-data``, and
+even then counts and deletes only what it marked as its own. It migrates (both
+chains), clears what a previous demo left, generates N receipt images (Pillow:
+varied merchants, items, dates, layouts and fonts, some photographed badly) and
+the users' bank transactions (most receipts have theirs, some deliberately none,
+a few uploads are not images at all), starts an SMTP sink (aiosmtpd on
+127.0.0.1), submits every receipt (image, row and pipeline in one transaction
+each, users of mixed tiers) on queues of its own (``demo.ocr``, ...), and runs
+``dramatiq receiptq.actors`` on those queues while a live view shows the
+receipts and queues. The summary checks the outcome against the generated
+truth, from what this run submitted: receipts processed, matched correctly,
+emails delivered, jobs retried, postponed by an open circuit breaker, dead
+letters, receipts per status and stuck (nothing will process them: a job of
+theirs is a dead letter, or none is left), throughput (``--json``: as JSON).
+``--fail-rate`` makes the OCR and SMTP services fail part of the time. Each
+run's worker log and summary go to a folder of its own under
+``RECEIPTQ_HOME/demo``. The embedded server is stopped at the end when the demo
+started it. Exit status 0 when every receipt was accounted for.
 """
 
 from __future__ import annotations
@@ -22,9 +29,9 @@ import argparse
 import json
 import os
 import random
+import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -33,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import (
@@ -46,20 +52,21 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from receiptq import db, monitor
+from receiptq import db, embedded, extras, monitor
+from receiptq import demo_database as place
 from receiptq.bench import check_signals, log_tail, positive_int, sigterm_exits, stop_process
 from receiptq.broker import PostgresBroker
-from receiptq.config import configured_database_url, database_url, receiptq_home
-from receiptq.services import images, receipts
+from receiptq.config import receiptq_home
+from receiptq.demo_database import DEMO_DOMAIN, MARK_OPTION, DemoRefused, describe
+from receiptq.services import receipts
 from receiptq.services.faults import FAIL_RATE_VARIABLE
-from receiptq.services.smtp_sink import SmtpSink
 from receiptq.stats import add_histograms, empty_histogram, histogram_percentile
 
 WORKER_MODULE = "receiptq.actors"
-QUEUES = ("ocr", "matching", "email")
-ACTORS = ("ocr_receipt", "match_receipt", "send_email")
-#: The demo's users live in this email domain (a new demo deletes them first).
-DEMO_DOMAIN = "demo.receiptq.test"
+#: The demo's receipts go through queues of its own, so its workers never take an
+#: app's jobs: the actors' queues with this prefix (RECEIPTQ_RECEIPT_QUEUE_PREFIX).
+QUEUE_PREFIX = "demo."
+QUEUES = tuple(QUEUE_PREFIX + queue for queue in ("ocr", "matching", "email"))
 USERS = (("enterprise", 2), ("pro", 2), ("free", 3))
 #: Shares of the generated receipts.
 NO_TRANSACTION_SHARE = 0.15  # deliberately unmatched
@@ -71,7 +78,7 @@ OTHER_TRANSACTIONS = 4
 BREAKER_RESET_S = 3
 #: The demo's jobs back off for at most 2 s (the email actor's own ceiling is 5 min):
 #: a run of injected failures must not stall a short demo.
-DEMO_JOB_OPTIONS = {"max_backoff_ms": 2_000}
+MAX_BACKOFF_MS = 2_000
 POLL_S = 0.25
 STOP_GRACE_S = 20.0
 COUNTERS = ("enqueued", "succeeded", "failed", "retried", "dead_lettered", "postponed")
@@ -94,8 +101,12 @@ def add_parser(subparsers: Any) -> None:
         help="run the receipt pipeline end to end on real workers (embedded PostgreSQL by default)",
         description="Generate receipt images and bank transactions, submit the receipts, run "
         "real `dramatiq` worker processes (OCR -> matching -> email to a local SMTP sink) with a "
-        "live view, and check the outcome against the generated truth. Without a database URL "
-        "it uses the embedded PostgreSQL under RECEIPTQ_HOME (default ~/.receiptq).",
+        "live view, and check the outcome against the generated truth. It runs in a database of "
+        "its own: without a database URL the embedded PostgreSQL under RECEIPTQ_HOME (default "
+        "~/.receiptq; stopped at the end if the demo started it), with one a database named "
+        "receiptq_demo on that server (created if missing). It never touches data it did not "
+        "create, and refuses a database that holds others' jobs, dead letters or receipts "
+        "unless --allow-existing-data. Worker log and summary: RECEIPTQ_HOME/demo/<run>/.",
     )
     parser.add_argument(
         "--receipts", type=positive_int, default=40, help="receipts to generate (default 40)"
@@ -119,6 +130,17 @@ def add_parser(subparsers: Any) -> None:
         default=300.0,
         help="give up (exit 1) when the receipts are not all done after this many seconds "
         "(default 300)",
+    )
+    parser.add_argument(
+        "--in-place",
+        action="store_true",
+        help="run in the URL's database itself instead of a receiptq_demo database next to it",
+    )
+    parser.add_argument(
+        "--allow-existing-data",
+        action="store_true",
+        help="run even when the database holds jobs, dead letters or receipts the demo did not "
+        "create; it still reads, counts and deletes only its own",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the generated data")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -181,14 +203,6 @@ class RunStats:
         return sum(t.counts[name] for q, t in self.per_queue().items() if q in QUEUES)
 
 
-def describe(url: str) -> str:
-    """Where a URL points, without its password."""
-    params = conninfo_to_dict(url)
-    host = params.get("host") or "localhost"
-    port = params.get("port") or "5432"
-    return f"{params.get('user') or ''}@{host}:{port}/{params.get('dbname') or ''}".lstrip("@")
-
-
 # --- the generated world -----------------------------------------------------------------
 
 
@@ -203,21 +217,6 @@ class Upload:
     receipt_id: int = 0
 
 
-def clear_previous(broker: PostgresBroker, conn: psycopg.Connection[Any]) -> None:
-    """Remove a previous demo: its users and their data, its queues' jobs and dead letters."""
-    for query in ("app_delete_emails_of_domain", "app_delete_receipts_of_domain",
-                  "app_delete_transactions_of_domain", "app_delete_users_of_domain"):  # fmt: skip
-        db.execute(conn, query, {"domain": DEMO_DOMAIN})
-    for queue in QUEUES:
-        broker.flush(queue)
-        letters = db.fetch_all(
-            conn, "dead_letter_list", {"actor": None, "queue": queue, "limit": None}
-        )
-        if letters:
-            ids = [row["id"] for row in letters]
-            db.fetch_all(conn, "dead_letter_purge", {"all": False, "ids": ids, "before": None})
-
-
 def create_users(conn: psycopg.Connection[Any]) -> list[int]:
     ids = []
     for tier, count in USERS:
@@ -228,6 +227,8 @@ def create_users(conn: psycopg.Connection[Any]) -> list[int]:
 
 def generate(conn: psycopg.Connection[Any], count: int, rng: random.Random) -> list[Upload]:
     """Users, receipt images and bank transactions; the truth about each receipt."""
+    from receiptq.services import images  # Pillow and the fonts: the demo extra
+
     users = create_users(conn)
     today = date.today()
     uploads = []
@@ -255,15 +256,18 @@ def generate(conn: psycopg.Connection[Any], count: int, rng: random.Random) -> l
     return uploads
 
 
-def submit_all(broker: PostgresBroker, url: str, uploads: list[Upload]) -> None:
+def submit_all(
+    broker: PostgresBroker, conn: psycopg.Connection[Any], uploads: list[Upload], run_id: str
+) -> None:
+    """Submit every receipt; each message carries the run's mark."""
     from receiptq.actors.receipts import submit_receipt
 
-    with db.connect(url) as conn:
-        for upload in uploads:
-            upload.receipt_id = submit_receipt(
-                upload.user_id, upload.image, conn, broker=broker, job_options=DEMO_JOB_OPTIONS
-            )
-            check_signals()
+    options = {"max_backoff_ms": MAX_BACKOFF_MS, MARK_OPTION: run_id}
+    for upload in uploads:
+        upload.receipt_id = submit_receipt(
+            upload.user_id, upload.image, conn, broker=broker, job_options=options
+        )
+        check_signals()
 
 
 # --- workers and the live view -----------------------------------------------------------
@@ -284,6 +288,7 @@ def start_workers(
         RECEIPTQ_BREAKER_OCR_RESET_S=str(BREAKER_RESET_S),
         RECEIPTQ_BREAKER_EMAIL_RESET_S=str(BREAKER_RESET_S),
         RECEIPTQ_POLL_INTERVAL_MS="200",
+        RECEIPTQ_RECEIPT_QUEUE_PREFIX=QUEUE_PREFIX,
         **{FAIL_RATE_VARIABLE: str(args.fail_rate)},
     )
     env.pop("RECEIPTQ_OCR_URL", None)
@@ -304,27 +309,18 @@ def start_workers(
         )
 
 
-def unfinished_jobs(snap: dict[str, Any]) -> int:
-    queues = snap["queues"]
-    return sum(
-        int(queues.get(q, {}).get(key, 0))
-        for q in QUEUES
-        for key in ("queued", "scheduled", "running")
-    )
-
-
 def status_table(snap: dict[str, Any], stats: dict[str, Totals], counts: dict[str, int]) -> Table:
     title = "receipts: " + ", ".join(f"{n} {status}" for status, n in counts.items())
     table = Table(title=title, title_justify="left")
     table.add_column("queue")
-    for name in ("queued", "scheduled", "running", "done", "retried", "postponed", "dead"):
+    for name in (*monitor.LIVE_FIELDS, "done", "retried", "postponed", "dead"):
         table.add_column(name, justify="right")
     for queue in QUEUES:
         live = snap["queues"].get(queue, {})
         totals = stats.get(queue, Totals()).counts
         table.add_row(
             queue,
-            *(str(live.get(key, 0)) for key in ("queued", "scheduled", "running")),
+            *(str(live.get(key, 0)) for key in monitor.LIVE_FIELDS),
             str(totals["succeeded"]),
             str(totals["retried"]),
             str(totals["postponed"]),
@@ -336,40 +332,89 @@ def status_table(snap: dict[str, Any], stats: dict[str, Totals], counts: dict[st
     return table
 
 
+@dataclass
+class Run:
+    """One run of the demo: its id (the mark on its messages), where it runs, its
+    folder (worker log, summary), what it submitted and its statistics."""
+
+    run_id: str
+    where: place.Place
+    folder: Path
+    conn: psycopg.Connection[Any]
+    uploads: list[Upload] = field(default_factory=list)
+    stats: RunStats | None = None
+
+    @property
+    def receipt_ids(self) -> list[int]:
+        return [upload.receipt_id for upload in self.uploads]
+
+    def counts(self) -> dict[str, int]:
+        """This run's receipts per status (and stuck)."""
+        return receipts.status_counts(self.conn, ids=self.receipt_ids)
+
+    def jobs_left(self) -> int:
+        """This run's jobs still queued, scheduled or claimed."""
+        per_queue = place.run_jobs(self.conn, self.run_id)
+        return sum(n for figures in per_queue.values() for n in figures.values())
+
+    def per_queue(self) -> dict[str, Totals]:
+        return self.stats.per_queue() if self.stats is not None else {}
+
+    def frame(self, progress: Progress, task: Any) -> Group:
+        counts = self.counts()
+        progress.update(task, completed=counts["notified"] + counts["failed"] + counts["stuck"])
+        table = status_table(monitor.snapshot(self.conn), self.per_queue(), counts)
+        return Group(progress, table)
+
+
+def new_run_id() -> str:
+    """Sortable and unique: the start time and a random suffix."""
+    return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def live_console() -> Console:
+    """A console on stderr as wide as the terminal: the size the terminal reports for
+    stderr, stdout or stdin, whichever answers first with a width (rich alone stops at
+    the first stream that answers, even with 0 columns, and takes 80 x 25 for any
+    TERM=dumb terminal)."""
+    for fd in (2, 1, 0):
+        try:
+            size = os.get_terminal_size(fd)
+        except OSError:
+            continue
+        if size.columns > 0:
+            return Console(stderr=True, width=size.columns, height=max(size.lines, 10))
+    return Console(stderr=True)
+
+
 def watch(
-    conn: psycopg.Connection[Any],
+    run: Run,
     workers: subprocess.Popen[bytes],
     log_path: Path,
-    run_stats: RunStats,
-    total: int,
     timeout_s: float,
     console: Console,
 ) -> tuple[bool, float]:
-    """Live view until no receipt job is left; (finished, wall seconds)."""
+    """Live view until no job of this run is left; (finished, wall seconds)."""
     started = time.monotonic()
     progress = Progress(
         TextColumn("[bold]receipts done"),
-        BarColumn(),
+        BarColumn(bar_width=None),
         MofNCompleteColumn(),
         TaskProgressColumn(),
         TimeElapsedColumn(),
+        console=console,
     )
-    task = progress.add_task("done", total=total)
-    with Live(progress, console=console, refresh_per_second=4) as live:
+    task = progress.add_task("done", total=len(run.uploads))
+    with Live(run.frame(progress, task), console=console, refresh_per_second=4) as live:
         while True:
-            snap = monitor.snapshot(conn)
-            counts = receipts.status_counts(conn)
-            progress.update(task, completed=counts["notified"] + counts["failed"])
-            live.update(Group(progress, status_table(snap, run_stats.per_queue(), counts)))
-            if unfinished_jobs(snap) == 0:
+            if run.jobs_left() == 0:
                 wall_s = time.monotonic() - started
                 # Stop the workers (they write their last statistics as they go), so
                 # that the last frame shows every job they ran.
                 stop_process(workers, STOP_GRACE_S)
-                snap = monitor.snapshot(conn)
-                counts = receipts.status_counts(conn)
-                live.update(Group(progress, status_table(snap, run_stats.per_queue(), counts)))
+                live.update(run.frame(progress, task))
                 return True, wall_s
+            live.update(run.frame(progress, task))
             check_signals()
             if workers.poll() is not None:
                 raise RuntimeError(
@@ -387,69 +432,101 @@ def watch(
 def run(args: argparse.Namespace) -> int:
     """Run the demo; print the summary. Exit status 0 when every receipt was accounted for."""
     with sigterm_exits():  # SIGTERM unwinds through the finally blocks: workers stopped
-        return _run(args)
+        try:
+            return _run(args)
+        except DemoRefused as exc:
+            print(f"receiptq: error: {exc}", file=sys.stderr)
+            return 1
 
 
 def _run(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
-    explicit = getattr(args, "url", None) or configured_database_url()
-    if explicit is None:
+    extras.require("demo", "receiptq demo")
+    console = live_console()
+    where = place.choose(getattr(args, "url", None), in_place=args.in_place)
+    console.print(where.description, highlight=False)
+    try:
+        place.check_alone(where, allow_existing_data=args.allow_existing_data)
+        summary = _run_in(where, args, console)
+        if args.json:
+            print(json.dumps(summary), flush=True)
+        else:
+            print_summary(summary)
+    finally:
+        leave_server(where, console)
+    return 0 if summary["accounted"] else 1
+
+
+def leave_server(where: place.Place, console: Console) -> None:
+    """Stop the embedded server if the demo started it; else say it keeps running."""
+    if where.started_server:
+        embedded.stop()
+        console.print("stopped the embedded PostgreSQL, which the demo had started")
+    elif where.embedded:
         console.print(
-            f"No database URL set: using the embedded PostgreSQL in {receiptq_home() / 'pgdata'}"
+            "the embedded PostgreSQL keeps running (it was running before the demo): "
+            "`receiptq db stop` stops it",
+            highlight=False,
         )
-    url = database_url(explicit)
-    console.print(f"database: {describe(url)}")
-    applied = db.migrate(url)
+
+
+def _run_in(where: place.Place, args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """Migrate, clear the previous demo, generate, submit, run the workers; the summary."""
+    from receiptq.services.smtp_sink import SmtpSink  # aiosmtpd: the demo extra
+
+    url = where.url
+    applied = [name for names in receipts.migrate(url).values() for name in names]
     if applied:
         console.print(f"migrated: {', '.join(applied)}")
     # receiptq.actors builds the workers' broker from the environment when imported;
-    # this process sends through a broker of its own on the demo's URL.
+    # this process sends through a broker of its own on the demo's URL and queues.
     os.environ.setdefault("RECEIPTQ_DATABASE_URL", url)
     from receiptq.actors.receipts import receipt_broker
 
-    rng = random.Random(args.seed)
-    broker = receipt_broker(url)
+    run_id = new_run_id()
+    folder = receiptq_home() / "demo" / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "workers.log"
+    broker = receipt_broker(url, queue_prefix=QUEUE_PREFIX)
     sink = SmtpSink()
-    log_path = Path(tempfile.gettempdir()) / "receiptq-demo-dramatiq.log"
     try:
         with db.connect(url) as conn:
-            clear_previous(broker, conn)
+            run = Run(run_id, where, folder, conn)
+            place.clear_previous(conn)
             start = time.perf_counter()
-            uploads = generate(conn, args.receipts, rng)
+            run.uploads = generate(conn, args.receipts, random.Random(args.seed))
             generate_s = time.perf_counter() - start
-            run_stats = RunStats(conn)
+            run.stats = RunStats(conn)
             start = time.perf_counter()
-            submit_all(broker, url, uploads)
+            submit_all(broker, conn, run.uploads, run_id)
             submit_s = time.perf_counter() - start
             smtp_port = sink.start()
             console.print(
-                f"generated {len(uploads)} receipts in {generate_s:.2f} s, submitted in "
+                f"generated {len(run.uploads)} receipts in {generate_s:.2f} s, submitted in "
                 f"{submit_s:.2f} s; SMTP sink on 127.0.0.1:{smtp_port}; starting {args.workers} "
-                f"worker processes x {args.threads} threads (log: {log_path})"
+                f"worker processes x {args.threads} threads on queues {', '.join(QUEUES)} "
+                f"(log: {log_path})",
+                highlight=False,
             )
             workers = start_workers(url, args, smtp_port, log_path)
             try:
-                finished, wall_s = watch(
-                    conn, workers, log_path, run_stats, len(uploads), args.timeout, console
-                )
+                finished, wall_s = watch(run, workers, log_path, args.timeout, console)
             finally:
                 stop_process(workers, STOP_GRACE_S)  # graceful: the workers write their stats
-            summary = summarize(conn, run_stats, uploads, sink.count, finished, wall_s)
-            summary.update(
-                database=describe(url),
-                workers=args.workers,
-                threads=args.threads,
-                fail_rate=args.fail_rate,
-            )
+                console.line()  # the live view ends mid-line
+            summary = summarize(run, sink.count, finished, wall_s)
     finally:
         sink.stop()
         broker.close()
-
-    if args.json:
-        print(json.dumps(summary), flush=True)
-    else:
-        print_summary(summary)
-    return 0 if summary["accounted"] else 1
+    summary.update(
+        database=describe(url),
+        workers=args.workers,
+        threads=args.threads,
+        fail_rate=args.fail_rate,
+        run=run_id,
+        folder=str(folder),
+    )
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def check_truth(conn: psycopg.Connection[Any], uploads: list[Upload]) -> dict[str, int]:
@@ -472,22 +549,15 @@ def check_truth(conn: psycopg.Connection[Any], uploads: list[Upload]) -> dict[st
     return result
 
 
-def summarize(
-    conn: psycopg.Connection[Any],
-    run_stats: RunStats,
-    uploads: list[Upload],
-    emails: int,
-    finished: bool,
-    wall_s: float,
-) -> dict[str, Any]:
-    counts = receipts.status_counts(conn)
-    snap = monitor.snapshot(conn)
-    dead = sum(int(snap["queues"].get(q, {}).get("dead", 0)) for q in QUEUES)
+def summarize(run: Run, emails: int, finished: bool, wall_s: float) -> dict[str, Any]:
+    """The run's figures, every count from what it submitted."""
+    conn, uploads = run.conn, run.uploads
+    counts = run.counts()
+    stuck = receipts.list_receipts(conn, stuck=True, ids=run.receipt_ids)
+    jobless = sum(row["stuck"]["dead_letter_id"] is None for row in stuck)
     processed = counts["notified"] + counts["failed"]
-    stats = run_stats.per_queue()
-    ocr_hist = stats.get("ocr", Totals()).run_hist
-    truth = check_truth(conn, uploads)
-    left = unfinished_jobs(snap)
+    ocr_hist = run.per_queue().get(QUEUES[0], Totals()).run_hist
+    left = run.jobs_left()
     return {
         "receipts": len(uploads),
         "processed": processed,
@@ -498,20 +568,22 @@ def summarize(
         "expected_matched": sum(u.expected == "matched" for u in uploads),
         "expected_unmatched": sum(u.expected == "unmatched" for u in uploads),
         "expected_failed": sum(u.expected == "failed" for u in uploads),
-        **truth,
+        **check_truth(conn, uploads),
         "emails_delivered": emails,
-        "jobs_retried": run_stats.total("retried"),
-        "jobs_postponed": run_stats.total("postponed"),
-        "dead_letters": dead,
+        "jobs_retried": run.stats.total("retried") if run.stats else 0,
+        "jobs_postponed": run.stats.total("postponed") if run.stats else 0,
+        "dead_letters": sum(place.run_dead_letters(conn, run.run_id).values()),
         "jobs_left": left,
-        # No job left: every receipt reached the end of its pipeline or a dead letter.
-        "accounted": finished and left == 0,
+        # Every receipt reached the end of its pipeline, or a dead letter holds its job:
+        # none in flight, none lost.
+        "accounted": finished and left == 0 and jobless == 0
+        and processed + counts["stuck"] == len(uploads),
         "timeout": not finished,
         "wall_s": round(wall_s, 3),
         "throughput_receipts_per_s": round(processed / wall_s, 2) if wall_s > 0 else None,
         "ocr_p50_ms": _round(histogram_percentile(ocr_hist, 0.50)),
         "ocr_p95_ms": _round(histogram_percentile(ocr_hist, 0.95)),
-    }
+    }  # fmt: skip
 
 
 def _round(value: float | None) -> float | None:
@@ -547,7 +619,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     for name, value in rows:
         table.add_row(name, value)
     console = Console()
-    console.print()  # the live view ends without a newline
+    console.print()
     console.print(table)
     if summary["accounted"]:
         console.print("[green]every receipt was accounted for[/green]")

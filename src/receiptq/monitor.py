@@ -4,14 +4,24 @@
 statistics and the workers, and returns plain JSON-ready dicts, exactly what
 ``receiptq status --json`` prints::
 
-    {"queues": {"<queue>": QUEUE_FIGURES}, "totals": QUEUE_FIGURES,
-     "workers": [{"id", "host", "pid", "queues", "in_flight", "heartbeat_age_s", "alive"}],
+    {"queues": {"<queue>": QUEUE_FIGURES + QUEUE_SETTINGS}, "totals": QUEUE_FIGURES,
+     "workers": [{"id", "host", "pid", "queues", "running", "reserved", "in_flight",
+                  "heartbeat_age_s", "alive", ...}],
      "breakers": [{"name", "state", "fail_counter", "fail_max", "opened_at", "closes_at"}],
      "generated_at": "<iso time>"}
 
-QUEUE_FIGURES are the keys of :data:`QUEUE_FIELDS`. A queue is listed when it
-has jobs, dead letters, or statistics in the last hour. Everything is computed
-against one reading of the database clock.
+QUEUE_FIGURES are the keys of :data:`QUEUE_FIELDS`, QUEUE_SETTINGS those of
+:data:`SETTING_FIELDS`. A queue is listed when it has jobs, dead letters,
+statistics in the last hour, or a setting (paused, a cap, an actor cap).
+Everything is computed against one reading of the database clock, and every
+query of one snapshot reads the same state of the database (one repeatable-read
+transaction), so the figures add up.
+
+Running and reserved: a claimed job is *running* once a worker thread started it
+and *reserved* while its worker process holds it unstarted (its prefetch). Each
+worker process reports the deliveries its threads started in its workers row
+about once a second (migration 0007), so a start or an end shows about a second
+late; the claimed jobs themselves are counted exactly.
 
 Windows: statistics are kept per minute, so the window of N minutes is made of
 whole minute rows: the current (partial) minute and the N minutes before it.
@@ -22,12 +32,14 @@ a true rate. Percentiles and the success rate are over the 5-minute window.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from receiptq import db
 from receiptq.config import env_float
@@ -47,6 +59,7 @@ QUEUE_FIELDS = (
     "queued",
     "scheduled",
     "running",
+    "reserved",
     "dead",
     "oldest_ready_s",
     "done_1m",
@@ -62,6 +75,29 @@ QUEUE_FIELDS = (
     "run_p95_ms",
     "success_rate_5m",
 )
+#: The settings of one queue, after its figures: paused, its cap (None: none), and
+#: its actor caps ``{actor: {"max_running", "running", "reserved"}}``.
+SETTING_FIELDS = ("paused", "max_running", "actor_caps")
+#: The live counts of a queue (and of a tier).
+LIVE_FIELDS = ("queued", "scheduled", "running", "reserved")
+
+
+@contextmanager
+def one_reading(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A transaction whose queries all read one state of the database (repeatable
+    read, read only), so that counts read by separate queries add up. Inside a
+    transaction the caller opened, that transaction's reading holds."""
+    outermost = conn.info.transaction_status == TransactionStatus.IDLE
+    with conn.transaction():
+        if outermost:
+            db.execute(conn, "db_read_one_state")
+        yield
+
+
+def db_now(conn: psycopg.Connection[Any]) -> datetime:
+    row = db.fetch_one(conn, "db_now")
+    assert row is not None
+    return row["now"]
 
 
 @dataclass
@@ -122,6 +158,7 @@ def queue_figures(
         "queued": live.get("queued", 0),
         "scheduled": live.get("scheduled", 0),
         "running": live.get("running", 0),
+        "reserved": live.get("reserved", 0),
         "dead": dead,
         "oldest_ready_s": live.get("oldest_ready_s"),
         **{f"done_{minutes}m": stats.done[minutes] for minutes in WINDOWS_MIN},
@@ -139,22 +176,54 @@ def total_live(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Live counts summed over queues; the oldest ready job is the oldest of all."""
     rows = list(rows)
     ages = [row["oldest_ready_s"] for row in rows if row.get("oldest_ready_s") is not None]
-    totals: dict[str, Any] = {
-        name: sum(row.get(name, 0) for row in rows) for name in ("queued", "scheduled", "running")
-    }
+    totals: dict[str, Any] = {name: sum(row.get(name, 0) for row in rows) for name in LIVE_FIELDS}
     totals["oldest_ready_s"] = max(ages) if ages else None
     return totals
 
 
+def live_by(rows: Iterable[Mapping[str, Any]], key: str) -> dict[Any, dict[str, Any]]:
+    """The ``job_counts_by_queue_and_tier`` rows summed per ``key`` ("queue" or "tier")."""
+    groups: dict[Any, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row[key], []).append(row)
+    return {name: total_live(group) for name, group in groups.items()}
+
+
+def live_counts(source: psycopg.Connection[Any], now: datetime) -> list[dict[str, Any]]:
+    """The live counts per queue and tier as of ``now`` (see :data:`LIVE_FIELDS`)."""
+    return db.fetch_all(source, "job_counts_by_queue_and_tier", {"now": now})
+
+
+def queue_settings(
+    settings: Mapping[str, Any] | None, actor_caps: Iterable[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The settings of one queue with the keys of :data:`SETTING_FIELDS`, from its
+    ``queue_settings_list`` row (None: no row) and its ``actor_caps_list`` rows."""
+    settings = settings or {}
+    return {
+        "paused": bool(settings.get("paused")),
+        "max_running": settings.get("max_running"),
+        "actor_caps": {
+            cap["actor"]: {key: cap[key] for key in ("max_running", "running", "reserved")}
+            for cap in actor_caps
+        },
+    }
+
+
 def worker_figures(row: Mapping[str, Any], alive_s: float) -> dict[str, Any]:
-    """One worker as shown; its heartbeat age is clamped at 0 (a beat after our clock read)."""
+    """One worker as shown; its heartbeat age is clamped at 0 (a beat after our clock
+    read). ``running``: jobs its threads run; ``reserved``: jobs it claimed and has
+    not started; ``in_flight``: both."""
     age = max(0.0, row["heartbeat_age_s"])
+    running, reserved = row.get("running", 0), row.get("reserved", 0)
     return {
         "id": row["id"],
         "host": row["host"],
         "pid": row["pid"],
         "queues": list(row["queues"]),
-        "in_flight": row["in_flight"],
+        "running": running,
+        "reserved": reserved,
+        "in_flight": running + reserved,
         "heartbeat_age_s": age,
         "alive": age <= alive_s,
         "cpu_percent": row.get("cpu_percent"),
@@ -180,52 +249,63 @@ def snapshot(
             return snapshot(conn, now=now, alive_s=alive_s)
     if alive_s is None:
         alive_s = env_float("RECEIPTQ_LEASE_S", DEFAULT_WORKER_ALIVE_S)
-    with source.transaction():
-        if now is None:
-            row = db.fetch_one(source, "db_now")
-            assert row is not None
-            now = row["now"]
-        live = {r["queue"]: r for r in db.fetch_all(source, "job_counts_by_queue", {"now": now})}
+    with one_reading(source):
+        now = now or db_now(source)
+        live = live_by(live_counts(source, now), "queue")
         dead = {r["queue"]: r["dead"] for r in db.fetch_all(source, "dead_letter_count_by_queue")}
         since = window_start(now, max(WINDOWS_MIN))
         stats = window_stats(db.fetch_all(source, "stats_since", {"since": since}), now)
-        workers = db.fetch_all(source, "worker_list")
+        settings = {r["queue"]: r for r in db.fetch_all(source, "queue_settings_list")}
+        actor_caps = db.fetch_all(source, "actor_caps_list")
+        workers = db.fetch_all(source, "worker_list", {"now": now})
         breakers = db.fetch_all(source, "breaker_list")
-    snap = _assemble(live, dead, stats, workers, now, alive_s)
+    caps: dict[str, list[dict[str, Any]]] = {}
+    for cap in actor_caps:
+        caps.setdefault(cap["queue"], []).append(cap)
+    snap = _assemble(live, dead, stats, (settings, caps), workers, now, alive_s)
     snap["breakers"] = [breaker_figures(row) for row in breakers]
     return snap
 
 
 def breaker_figures(row: Mapping[str, Any]) -> dict[str, Any]:
     """One circuit breaker as shown; ``closes_at``: when an open one may half-open."""
-
-    def iso(value: datetime | None) -> str | None:
-        return value.isoformat() if value is not None else None
-
     return {
         "name": row["name"],
         "state": row["state"],
         "fail_counter": row["fail_counter"],
         "fail_max": row["fail_max"],
-        "opened_at": iso(row["opened_at"]),
-        "closes_at": iso(row["closes_at"]),
+        "opened_at": _iso(row["opened_at"]),
+        "closes_at": _iso(row["closes_at"]),
     }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def _assemble(
     live: dict[str, dict[str, Any]],
     dead: dict[str, int],
     stats: dict[str, WindowStats],
+    settings: tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]],
     workers: list[dict[str, Any]],
     now: datetime,
     alive_s: float,
 ) -> dict[str, Any]:
+    """``settings``: the ``queue_settings_list`` rows and the ``actor_caps_list`` rows,
+    each by queue."""
+    queue_rows, caps = settings
     queues = {}
     all_stats = WindowStats()
-    for name in sorted(live.keys() | dead.keys() | stats.keys()):
+    consumed = {queue for row in workers for queue in row["queues"] or ()}
+    known = live.keys() | dead.keys() | stats.keys() | queue_rows.keys() | caps.keys() | consumed
+    for name in sorted(known):
         queue_stats = stats.get(name, WindowStats())
         all_stats.add(queue_stats)
-        queues[name] = queue_figures(live.get(name), dead.get(name, 0), queue_stats, now)
+        queues[name] = {
+            **queue_figures(live.get(name), dead.get(name, 0), queue_stats, now),
+            **queue_settings(queue_rows.get(name), caps.get(name, [])),
+        }
     totals = queue_figures(total_live(live.values()), sum(dead.values()), all_stats, now)
     return {
         "queues": queues,
@@ -274,9 +354,7 @@ def tier_figures(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
             "tier": row["tier"],
-            "queued": row["queued"],
-            "scheduled": row["scheduled"],
-            "running": row["running"],
+            **{key: row[key] for key in LIVE_FIELDS},
             "oldest_ready_s": row["oldest_ready_s"],
             "ready_share": row["queued"] / ready if ready else None,
         }
@@ -319,20 +397,20 @@ def dashboard(
     if isinstance(source, str):
         with db.connect(source) as conn:
             return dashboard(conn, now=now, alive_s=alive_s)
-    with source.transaction():
-        if now is None:
-            row = db.fetch_one(source, "db_now")
-            assert row is not None
-            now = row["now"]
+    with one_reading(source):
+        now = now or db_now(source)
         status = snapshot(source, now=now, alive_s=alive_s)
         since = window_start(now, max(WINDOWS_MIN + (HISTORY_MIN,)))
         rows = db.fetch_all(source, "stats_since", {"since": since})
-        tiers = db.fetch_all(source, "job_waiting_by_tier", {"now": now})
+        tiers = live_by(live_counts(source, now), "tier")
     by_actor = window_stats(rows, now, key="actor")
     return {
         "status": status,
         "actors": {name: actor_figures(by_actor[name]) for name in sorted(by_actor)},
-        "tiers": tier_figures(tiers),
+        "tiers": tier_figures(
+            {"tier": tier, **tiers[tier]}
+            for tier in sorted(tiers, key=lambda t: (t is None, t or ""))
+        ),
         "history": minute_history(rows, now),
     }
 
@@ -341,7 +419,7 @@ def actor_totals(source: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     """Every queue and actor's counters and histograms summed over all the statistics
     kept (the Prometheus counters): the columns of ``stats_minute`` per (queue, actor),
     histograms as full bucket lists."""
-    with source.transaction():
+    with one_reading(source):
         totals = db.fetch_all(source, "stats_totals_by_actor")
         buckets = db.fetch_all(source, "stats_histogram_totals_by_actor")
     by_key = {(row["queue"], row["actor"]): row for row in totals}
@@ -370,19 +448,57 @@ def args_summary(message: Mapping[str, Any] | None, limit: int = ARGS_SUMMARY_CH
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def running_jobs(source: psycopg.Connection[Any], limit: int = 100) -> list[dict[str, Any]]:
-    """The jobs running now, longest running first (``receiptq top``)."""
-    rows = db.fetch_all(source, "job_running_list", {"limit": limit})
-    return [
-        {
-            "id": row["id"],
-            "queue": row["queue"],
-            "actor": row["actor"],
-            "args": args_summary(row["message"]),
-            "worker": row["lease_owner"],
-            "attempt": row["attempt"],
-            "elapsed_s": max(0.0, row["elapsed_s"] or 0.0),
-            "started_at": row["started_at"].isoformat() if row["started_at"] else None,
+def claimed_job(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One claimed job as ``receiptq top`` shows it. ``elapsed_s``: since a worker
+    thread started it (running) or since its worker claimed it (reserved)."""
+    return {
+        "id": row["id"],
+        "queue": row["queue"],
+        "actor": row["actor"],
+        "args": args_summary(row["message"]),
+        "worker": row["lease_owner"],
+        "attempt": row["attempt"],
+        "elapsed_s": max(0.0, row["elapsed_s"] or 0.0),
+        "claimed_at": _iso(row["claimed_at"]),
+        "started_at": _iso(row["started_at"]),
+    }
+
+
+def claimed_jobs(source: psycopg.Connection[Any], limit: int = 100) -> dict[str, Any]:
+    """What ``receiptq top`` shows: the jobs running now, longest running first, and the
+    reserved ones (claimed, not started), longest waiting first, at most ``limit`` of
+    each, with how many of each there are::
+
+        {"running": [JOB], "reserved": [JOB], "counts": {"running", "reserved"},
+         "generated_at": "<iso time>"}
+    """
+    with one_reading(source):
+        now = db_now(source)
+        rows = db.fetch_all(source, "job_claimed_list", {"limit": limit, "now": now})
+        counts = db.fetch_one(source, "job_claimed_counts")
+    assert counts is not None
+    return {
+        "running": [claimed_job(row) for row in rows if row["started_at"] is not None],
+        "reserved": [claimed_job(row) for row in rows if row["started_at"] is None],
+        "counts": {"running": counts["running"], "reserved": counts["reserved"]},
+        "generated_at": now.isoformat(),
+    }
+
+
+def queue_list(snap: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every queue of a :func:`snapshot` with its settings and the jobs its caps count
+    (running and reserved), as ``receiptq queue list --json`` prints it::
+
+        {"<queue>": {"paused", "max_running", "running", "reserved",
+                     "actors": {"<actor>": {"max_running", "running", "reserved"}}}}
+    """
+    return {
+        name: {
+            "paused": figures["paused"],
+            "max_running": figures["max_running"],
+            "running": figures["running"],
+            "reserved": figures["reserved"],
+            "actors": figures["actor_caps"],
         }
-        for row in rows
-    ]
+        for name, figures in snap["queues"].items()
+    }

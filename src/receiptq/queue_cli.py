@@ -1,101 +1,152 @@
-"""``receiptq queue``: pause, resume and cap queues and actors (settings that every
-worker honours at claim time)."""
+"""``receiptq queue``: pause, resume, cap and reset queues and actors (settings that
+every worker honours at claim time), and list every known queue.
+
+A setting on a queue never seen (no jobs, dead letters, statistics, settings or
+workers) is most likely a typo: it is stored, with a warning. A queue whose
+settings are back to the defaults (resumed, uncapped) has no row left, and
+``reset`` removes them all, so a mistyped name does not stay listed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from receiptq import config, db
+from receiptq import config, db, monitor
+from receiptq.errors import shorten
 
 #: What an actor name may look like (Dramatiq actor names are Python identifiers).
 ACTOR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,199}")
 
-
-def _settings(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    with db.connect(url) as conn:
-        return db.fetch_all(conn, "queue_settings_list"), db.fetch_all(conn, "actor_caps_list")
+EXIT_USAGE = 2
 
 
-def _set_cap(conn: Any, args: argparse.Namespace, err: Console) -> int:
+def _say(kind: str, message: str) -> None:
+    print(f"receiptq: {kind}: {message}", file=sys.stderr)
+
+
+def _listing(url: str) -> dict[str, dict[str, Any]]:
+    """Every known queue (jobs, dead letters, recent statistics or a setting)."""
+    return monitor.queue_list(monitor.snapshot(url))
+
+
+def _set_cap(conn: Any, args: argparse.Namespace) -> int:
     cap = None if args.max_running in ("none", "off") else int(args.max_running)
     if args.actor is None:
         db.execute(conn, "queue_set_cap", {"queue": args.queue, "max_running": cap})
         return 0
     if not ACTOR_NAME.fullmatch(args.actor):
-        err.print(f"[red]error:[/red] invalid actor name {args.actor!r}")
-        return 2
+        _say("error", f"invalid actor name {shorten(args.actor, 80)!r}")
+        return EXIT_USAGE
     params = {"queue": args.queue, "actor": args.actor, "max_running": cap}
     if cap is None:
         db.execute(conn, "actor_cap_clear", params)
         return 0
     seen = db.fetch_one(conn, "actor_seen_on_queue", params)
     if not (seen and seen["seen"]):
-        err.print(
-            f"[yellow]warning:[/yellow] no job of actor {args.actor!r} was seen on queue "
-            f"{args.queue!r} yet; the cap applies only to that actor's jobs on that queue"
+        _say(
+            "warning",
+            f"no job of actor {args.actor!r} was seen on queue {args.queue!r} yet; the cap "
+            "applies only to that actor's jobs on that queue",
         )
     db.execute(conn, "actor_cap_set", params)
     return 0
 
 
+def _change(conn: Any, args: argparse.Namespace) -> int:
+    """Apply a pause, resume or cap; an exit status (0: done)."""
+    params = {"queue": args.queue}
+    if args.action == "pause":
+        db.execute(conn, "queue_pause", params)
+    elif args.action == "resume":
+        db.execute(conn, "queue_resume", params)
+    elif status := _set_cap(conn, args):
+        return status
+    db.execute(conn, "queue_settings_prune", params)
+    return 0
+
+
+def _reset(conn: Any, queue: str) -> None:
+    removed = db.fetch_one(conn, "queue_reset", {"queue": queue})
+    if not (removed and (removed["settings"] or removed["actor_caps"])):
+        _say("warning", f"queue {queue!r} had no settings; nothing was changed")
+
+
+def _apply(url: str, args: argparse.Namespace) -> int:
+    """Change a queue's settings, warning when the queue was never seen."""
+    with db.connect(url) as conn, conn.transaction():
+        if args.action == "reset":
+            _reset(conn, args.queue)
+            return 0
+        row = db.fetch_one(conn, "queue_seen", {"queue": args.queue})
+        if status := _change(conn, args):
+            return status
+    if not (row and row["seen"]):
+        _say(
+            "warning",
+            f"queue {args.queue!r} was never seen (no jobs, dead letters, statistics, "
+            "settings or workers): check its name; `receiptq queue reset "
+            f"{args.queue}` removes its settings",
+        )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     url = config.database_url(args.url)
-    err = Console(stderr=True)
     if args.action != "list":
         try:
             config.validate_queue_name(args.queue)
         except ValueError as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            return 2
-        with db.connect(url) as conn:
-            if args.action == "pause":
-                db.execute(conn, "queue_pause", {"queue": args.queue})
-            elif args.action == "resume":
-                db.execute(conn, "queue_resume", {"queue": args.queue})
-            elif status := _set_cap(conn, args, err):
-                return status
-    queues, actor_caps = _settings(url)
+            _say("error", str(exc))
+            return EXIT_USAGE
+        if status := _apply(url, args):
+            return status
+    listing = _listing(url)
     if args.json:
-        listing = {r["queue"]: {**_public(r), "actors": {}} for r in queues}
-        for c in actor_caps:
-            listing[c["queue"]]["actors"][c["actor"]] = _public_cap(c)
         print(json.dumps(listing, default=str))
         return 0
-    table = Table(title="queue settings")
-    for column in ("queue", "paused", "max running", "running now"):
-        table.add_column(column, justify="left" if column == "queue" else "right")
-    for r in queues:
-        limit = "-" if r["max_running"] is None else str(r["max_running"])
-        table.add_row(r["queue"], "yes" if r["paused"] else "no", limit, str(r["running"]))
-    Console().print(table)
-    if actor_caps:
-        table = Table(title="actor caps")
-        for column in ("queue", "actor", "max running", "running now"):
-            table.add_column(column, justify="right" if "running" in column else "left")
-        for c in actor_caps:
-            table.add_row(c["queue"], c["actor"], str(c["max_running"]), str(c["running"]))
-        Console().print(table)
+    Console().print(*_listing_tables(listing))
     return 0
 
 
-def _public(row: dict[str, Any]) -> dict[str, Any]:
-    return {"paused": row["paused"], "max_running": row["max_running"], "running": row["running"]}
+#: The columns of the listing's tables after the names: a cap counts the jobs
+#: claimed, running (started by a worker thread) and reserved (not started yet).
+_COUNT_COLUMNS = ("max running", "running", "reserved")
 
 
-def _public_cap(row: dict[str, Any]) -> dict[str, Any]:
-    return {"max_running": row["max_running"], "running": row["running"]}
+def _listing_tables(listing: dict[str, dict[str, Any]]) -> list[Table]:
+    queues = Table(title="queues", caption="a cap counts running and reserved jobs")
+    for column in ("queue", "paused", *_COUNT_COLUMNS):
+        queues.add_column(column, justify="left" if column == "queue" else "right")
+    caps = Table(title="actor caps")
+    for column in ("queue", "actor", *_COUNT_COLUMNS):
+        caps.add_column(column, justify="left" if column in ("queue", "actor") else "right")
+    for name, q in listing.items():
+        queues.add_row(name, "yes" if q["paused"] else "no", *_counts(q))
+        for actor, cap in q["actors"].items():
+            caps.add_row(name, actor, *_counts(cap))
+    if not listing:
+        queues.caption = "no queue is known yet: no job, dead letter, statistic or setting"
+    return [queues, caps] if caps.row_count else [queues]
+
+
+def _counts(figures: dict[str, Any]) -> list[str]:
+    limit = figures["max_running"]
+    return ["-" if limit is None else str(limit), str(figures["running"]), str(figures["reserved"])]
 
 
 def _cap(text: str) -> str:
     if text in ("none", "off") or text.isdigit():
         return text
-    raise argparse.ArgumentTypeError(f"invalid cap {text!r}: a whole number, or 'none'")
+    raise argparse.ArgumentTypeError(
+        f"invalid cap {shorten(text, 80)!r}: a whole number, or 'none'"
+    )
 
 
 def add_parser(subparsers: Any) -> None:
@@ -106,6 +157,7 @@ def add_parser(subparsers: Any) -> None:
     for name, text in (
         ("pause", "stop handing out the queue's jobs; sends are still accepted"),
         ("resume", "hand out the queue's jobs again"),
+        ("reset", "remove every setting of the queue: pause, cap and actor caps"),
     ):
         sub = actions.add_parser(name, help=text)
         sub.add_argument("queue")
@@ -117,7 +169,7 @@ def add_parser(subparsers: Any) -> None:
     cap.add_argument(
         "--actor", default=None, help="cap only this actor's jobs on the queue (e.g. ocr_receipt)"
     )
-    actions.add_parser("list", help="show the queues' settings and actor caps")
+    actions.add_parser("list", help="every known queue, its settings and actor caps")
     for sub in actions.choices.values():
         sub.add_argument("--json", action="store_true", help="print JSON")
         sub.add_argument("--url", default=argparse.SUPPRESS, help="PostgreSQL URL")

@@ -75,3 +75,13 @@ def mixed_capped(job_no: int) -> None:
 @dramatiq.actor(queue_name="mixed", max_retries=0)
 def mixed_free(job_no: int) -> None:
     _spanned("mixed_free", job_no)
+
+
+@dramatiq.actor(queue_name="slow", max_retries=0)
+def hold_until_released(job_no: int, release_dir: str) -> None:
+    """Notes that it started, then runs until ``release_dir/<job_no>`` exists (a test
+    releases the jobs one by one)."""
+    _execute("INSERT INTO test_started (job_no, pid) VALUES (%s, %s)", (job_no, os.getpid()))
+    while not os.path.exists(os.path.join(release_dir, str(job_no))):
+        time.sleep(0.05)
+    _execute("INSERT INTO test_runs (job_no, pid) VALUES (%s, %s)", (job_no, os.getpid()))

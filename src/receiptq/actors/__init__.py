@@ -2,7 +2,10 @@
 
 Importing this package sets the global broker (a :class:`PostgresBroker`
 configured from the environment, with receiptq's middleware: backoff retries,
-circuit breakers, group callbacks, tiers resolved from the user) and declares the receipt pipeline's actors and the sample actors.
+circuit breakers, group callbacks, tiers resolved from the user) and declares the
+receipt pipeline's actors (queues ``ocr``, ``matching``, ``email``) and the
+maintenance jobs (``maintenance``): workers over this package consume those
+queues and no others.
 """
 
 from __future__ import annotations
@@ -16,6 +19,5 @@ broker = PostgresBroker(middleware=receiptq_middleware())
 add_app_middleware(broker)
 dramatiq.set_broker(broker)
 
-from receiptq.actors import samples  # noqa: E402,F401,I001  (declares the actors)
-from receiptq.actors import receipts  # noqa: E402, F401  (the receipt pipeline)
+from receiptq.actors import receipts  # noqa: E402,F401,I001  (the receipt pipeline)
 from receiptq.actors import periodic  # noqa: E402, F401  (maintenance jobs)

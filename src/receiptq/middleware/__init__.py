@@ -50,7 +50,7 @@ __all__ = [
 def add_app_middleware(broker: Any) -> None:
     """What the receipt app's brokers add to :func:`receiptq_middleware`, on the
     broker's own database: group completion callbacks (a PostgreSQL rate-limiter
-    backend, so no Redis) and tiers resolved from ``app.users`` at send time."""
+    backend, so no Redis) and tiers resolved from ``receiptq_app.users`` at send time."""
     broker.add_middleware(GroupCallbacks(PostgresRateLimiterBackend(broker.url)))
     broker.add_middleware(TierResolver(app_user_tier(broker.url)))
 

@@ -14,7 +14,7 @@ job waiting for its retry is held by no worker. Errors are classified:
 The reason is handed to the broker in ``message.options["dead_letter_reason"]``.
 
 A retry that cannot be stored because the database is unavailable (a restart)
-is handed to ``PostgresBroker.keep_retry``: the job is safe under its lease, the
+is handed to the broker's ``keep_retry`` (``PostgresBroker``'s): the job is safe under its lease, the
 process stores the retry once the database answers, and the log says so in one
 warning line instead of Dramatiq's "Unexpected failure" with a traceback.
 """
@@ -25,13 +25,15 @@ import random
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from dramatiq.broker import Broker
 from dramatiq.errors import ActorNotFound, Retry
 from dramatiq.middleware import Retries
 
-from receiptq.broker import PostgresBroker
+from receiptq.errors import PermanentError, RetryAfter
+
+__all__ = ["BackoffRetries", "PermanentError", "RetryAfter", "compute_backoff"]
 
 #: Backoff before the first retry, at least (ms).
 DEFAULT_MIN_BACKOFF_MS = 15_000
@@ -47,23 +49,13 @@ REASON_EXHAUSTED = "retries exhausted"
 _MAX_EXPONENT = 62
 
 
-class PermanentError(Exception):
-    """An error that retrying cannot fix (bad input, a missing record): dead-letter at once."""
+@runtime_checkable
+class KeepsRetries(Protocol):
+    """A broker that keeps a retry it could not store while its database was away
+    (:meth:`receiptq.broker.PostgresBroker.keep_retry`); True: kept, or left to the
+    delivery's lease: the job is safe either way."""
 
-
-class RetryAfter(Exception):
-    """A transient error whose cause says when to try again (e.g. HTTP 429 Retry-After).
-
-    Parameters:
-      seconds(float): run the job again this many seconds from now (>= 0).
-      message(str): what happened.
-    """
-
-    def __init__(self, seconds: float, message: str = "") -> None:
-        if not seconds >= 0:  # also refuses NaN
-            raise ValueError(f"RetryAfter seconds must be >= 0, got {seconds!r}")
-        super().__init__(message or f"retry after {seconds} s")
-        self.seconds = float(seconds)
+    def keep_retry(self, message: Any, delay_ms: int, error: Exception) -> bool: ...
 
 
 def compute_backoff(attempt: int, *, min_ms: int, max_ms: int, rand: Callable[[], float]) -> int:
@@ -152,9 +144,7 @@ class BackoffRetries(Retries):
         try:
             broker.enqueue(message, delay=delay_ms)
         except Exception as exc:
-            if not (
-                isinstance(broker, PostgresBroker) and broker.keep_retry(message, delay_ms, exc)
-            ):
+            if not (isinstance(broker, KeepsRetries) and broker.keep_retry(message, delay_ms, exc)):
                 raise
 
     def delay_ms(self, retries: int, exception: BaseException, options: _Options) -> int:

@@ -45,19 +45,19 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 import dramatiq
 import psycopg
 import pybreaker
-from dramatiq.broker import Broker
+from dramatiq.broker import Broker, MessageProxy
 from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, SkipMessage
 
 from receiptq import db
-from receiptq.broker import JobProxy, PostgresBroker
-from receiptq.config import ConfigError, env_float, env_int
-from receiptq.middleware.backoff import PermanentError
+from receiptq.config import env_float, env_int
+from receiptq.errors import ConfigError, PermanentError, shorten
+from receiptq.pg.delivery import JobProxy
 
 __all__ = [
     "CircuitBreakers",
@@ -89,6 +89,17 @@ T = TypeVar("T")
 Connect = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 
 
+@runtime_checkable
+class PostgresBroker(Protocol):
+    """What breakers need of a broker (:class:`receiptq.broker.PostgresBroker` has it):
+    connections that commit on their own, outside any caller's transaction (breaker
+    state), and a way to put a delivery back without using an attempt."""
+
+    def pool_connection(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
+
+    def postpone(self, message: MessageProxy, *, delay_ms: int) -> None: ...
+
+
 @dataclass(frozen=True)
 class BreakerSettings:
     fail_max: int
@@ -99,7 +110,7 @@ class BreakerSettings:
 def validate_breaker_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(
-            f"invalid breaker name {name!r}: use lowercase letters, digits and '_', "
+            f"invalid breaker name {shorten(repr(name))}: use lowercase letters, digits and '_', "
             "starting with a letter, at most 63 characters"
         )
     return name
@@ -398,7 +409,7 @@ _SHARED_STATES: dict[str, Callable[..., pybreaker.CircuitBreakerState]] = {
 
 
 # One breaker per name per broker (a test's broker has a database of its own).
-_breakers: weakref.WeakKeyDictionary[PostgresBroker, dict[str, SharedCircuitBreaker]] = (
+_breakers: weakref.WeakKeyDictionary[Any, dict[str, SharedCircuitBreaker]] = (
     weakref.WeakKeyDictionary()
 )
 _lock = threading.Lock()

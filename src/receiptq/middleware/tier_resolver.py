@@ -58,7 +58,7 @@ class TierResolver(Middleware):
 
 
 def app_user_tier(url: str) -> Resolver:
-    """A resolver that reads the tier from the receipt app's ``app.users`` table."""
+    """A resolver that reads the tier from the receipt app's ``receiptq_app.users`` table."""
 
     def resolve(user_id: str) -> str | None:
         with db.connect(url) as conn:

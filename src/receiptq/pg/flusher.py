@@ -4,6 +4,11 @@ Worker threads hand acks to :class:`Flusher` and go on; one background thread
 per process deletes the finished jobs in batches (one statement per batch) and
 adds the per-minute statistics. A crash loses at most the last few
 milliseconds of acks: those jobs run again (delivery is at-least-once).
+
+Jobs sent inside a caller's transaction are counted once that transaction
+commits: the flusher keeps their counts with the transaction's id and asks the
+database, at each statistics write, whether it committed (a rolled-back send is
+never counted).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +52,8 @@ class MinuteCounters:
 
 
 StatsKey = tuple[datetime, str, str]
+#: Jobs sent per (queue, actor).
+SendCounts = Mapping[tuple[str, str], int]
 
 
 def minute_of(epoch_s: float) -> datetime:
@@ -72,6 +80,7 @@ class Flusher:
         self._ack_ids: list[int] = []
         self._ack_attempts: list[int] = []
         self._stats: defaultdict[StatsKey, MinuteCounters] = defaultdict(MinuteCounters)
+        self._uncommitted: list[tuple[int, SendCounts]] = []  # (transaction id, sends)
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._idle = threading.Event()
@@ -95,6 +104,13 @@ class Flusher:
             counters = self._stats[key]
             for name, value in increments.items():
                 setattr(counters, name, getattr(counters, name) + value)
+        self._ensure_thread()
+
+    def count_on_commit(self, xid: int, sent: SendCounts) -> None:
+        """Count jobs sent in the open transaction ``xid`` once it commits (never if
+        it rolls back)."""
+        with self._lock:
+            self._uncommitted.append((xid, sent))
         self._ensure_thread()
 
     def finished(
@@ -173,7 +189,32 @@ class Flusher:
             if not self._ack_ids:
                 self._idle.set()
 
+    def _count_committed(self) -> None:
+        """Count the sends whose transaction committed; keep those still open."""
+        with self._lock:
+            waiting, self._uncommitted = self._uncommitted, []
+        if not waiting:
+            return
+        xids = sorted({xid for xid, _ in waiting})
+        try:
+            with self._pool_getter().connection() as conn:
+                rows = db.fetch_all(conn, "transaction_statuses", {"xids": xids})
+        except Exception:
+            logger.exception("reading the state of %d transactions failed", len(xids))
+            rows = [{"xid": xid, "status": "in progress"} for xid in xids]
+        status = {row["xid"]: row["status"] for row in rows}
+        still_open = []
+        for xid, sent in waiting:
+            if status.get(xid) == "committed":
+                for (queue, actor), n in sent.items():
+                    self.count(queue, actor, enqueued=n)
+            elif status.get(xid) == "in progress" and not self._stopping:
+                still_open.append((xid, sent))
+        with self._lock:
+            self._uncommitted[:0] = still_open
+
     def _write_stats(self) -> None:
+        self._count_committed()
         with self._lock:
             stats, self._stats = self._stats, defaultdict(MinuteCounters)
         if not stats:

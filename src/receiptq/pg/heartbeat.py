@@ -1,5 +1,11 @@
 """A worker process's heartbeat: it keeps its leases and its workers row fresh,
 and rescues the jobs of workers that died.
+
+Between two beats (a third of the lease) it wakes every
+:data:`DELIVERIES_REFRESH_S` and, when the queues it consumes or the deliveries
+its threads started have changed, writes them to its workers row (one small
+update), so that monitoring tells running jobs from reserved ones about a second
+late without a write per job.
 """
 
 from __future__ import annotations
@@ -8,14 +14,50 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from receiptq import db
 from receiptq.pg.resources import Thresholds, sample_host, throttle_reason
 
 logger = logging.getLogger(__name__)
+
+#: How often (s) the queues and the deliveries started here are written to the
+#: workers row, at most (only when they changed): how late monitoring may see a
+#: start or an end.
+DELIVERIES_REFRESH_S = 1.0
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """What a worker process holds now, as its heartbeat reports it.
+
+    ``claimed``: the job ids claimed here and not finished (their leases are
+    renewed); ``started``: of those, the ones a worker thread started, as
+    ``{job id: (attempt, wall-clock start in s)}``.
+    """
+
+    queues: list[str]
+    claimed: list[int]
+    started: Mapping[int, tuple[int, float]] = field(default_factory=dict)
+
+
+def refresh_params(worker_id: str, status: WorkerStatus) -> dict[str, Any]:
+    """The ``worker_refresh`` parameters: each start as seconds ago, so that the
+    database stores it on its own clock (the worker's clock may be off)."""
+    now = time.time()
+    started = status.started
+    ids = sorted(started)
+    return {
+        "id": worker_id,
+        "queues": status.queues,
+        "job_ids": ids,
+        "attempts": [started[i][0] for i in ids],
+        "ages_s": [max(0.0, now - started[i][1]) for i in ids],
+    }
 
 
 def new_worker_id() -> str:
@@ -25,7 +67,8 @@ def new_worker_id() -> str:
 class Heartbeat:
     """Every ``interval_s``: refresh the workers row, extend the leases of the jobs
     ``status()`` names, rescue expired leases of any worker, forget workers silent
-    for long. ``status()`` returns (queues consumed, job ids in flight)."""
+    for long. Every ``refresh_s`` in between: write the queues and the started
+    deliveries when they changed. ``status()`` says what the process holds."""
 
     def __init__(
         self,
@@ -34,7 +77,8 @@ class Heartbeat:
         worker_id: str,
         lease_s: float,
         interval_s: float,
-        status: Callable[[], tuple[list[str], list[int]]],
+        status: Callable[[], WorkerStatus],
+        refresh_s: float = DELIVERIES_REFRESH_S,
         on_rescue: Callable[[list[dict[str, Any]]], None] | None = None,
         thresholds: Thresholds | None = None,
     ) -> None:
@@ -42,7 +86,11 @@ class Heartbeat:
         self._pool_getter = pool_getter
         self._lease_s = lease_s
         self._interval_s = interval_s
+        self._refresh_s = min(refresh_s, interval_s)
         self._status = status
+        #: The queues and started deliveries as the workers row holds them (None: unknown).
+        self._written: tuple[list[str], dict[int, tuple[int, float]]] | None = None
+        self._refresh_failing = False
         self._on_rescue = on_rescue
         self._stop = threading.Event()
         self._thresholds = thresholds or Thresholds.from_env()
@@ -61,12 +109,41 @@ class Heartbeat:
             logger.exception("heartbeat failed; retrying in %.1f s", self._interval_s)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self._beat_logged()
+        next_beat = time.monotonic() + self._interval_s
+        while not self._stop.wait(self._refresh_s):
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self._interval_s
+                self._beat_logged()
+            else:
+                self._refresh_logged()
+
+    def _refresh_logged(self, status: WorkerStatus | None = None) -> None:
+        try:
+            self.refresh(status)
+        except Exception as exc:
+            # Once until a write works again, not every second: the beat reports outages.
+            if not self._refresh_failing:
+                logger.warning("could not write the started deliveries (%s); retrying", exc)
+            self._refresh_failing = True
+        else:
+            self._refresh_failing = False
+
+    def refresh(self, status: WorkerStatus | None = None) -> bool:
+        """Write the queues and the deliveries started here to the workers row if they
+        changed since the last write; returns whether it wrote."""
+        status = status or self._status()
+        held = (list(status.queues), dict(status.started))
+        if held == self._written:
+            return False
+        with self._pool_getter().connection() as conn:
+            db.execute(conn, "worker_refresh", refresh_params(self.worker_id, status))
+        self._written = held
+        return True
 
     def beat(self) -> list[dict[str, Any]]:
         """One heartbeat; returns the rescue outcome rows (for tests and logs)."""
-        queues, job_ids = self._status()
+        status = self._status()
+        job_ids = status.claimed
         with self._pool_getter().connection() as conn:
             share = db.fetch_one(conn, "db_connections_percent")
             sample = sample_host(share["percent"] if share else None)
@@ -79,7 +156,7 @@ class Heartbeat:
             self.throttled_reason = reason
             identity = {
                 "id": self.worker_id,
-                "queues": queues,
+                "queues": status.queues,
                 "in_flight": len(job_ids),
                 "cpu_percent": sample.cpu_percent,
                 "memory_percent": sample.memory_percent,
@@ -90,6 +167,7 @@ class Heartbeat:
                 host, pid = self.worker_id.split(":")[:2]
                 db.execute(conn, "worker_register", {**identity, "host": host, "pid": int(pid)})
                 db.fetch_one(conn, "worker_heartbeat", identity)  # the figures, at once
+                self._written = None  # a new row lists no started delivery yet
             leases = {"ids": job_ids, "worker_id": self.worker_id, "lease_s": self._lease_s}
             db.execute(conn, "job_extend_leases", leases)
             rescued = db.fetch_all(conn, "job_rescue_expired", leases)
@@ -104,6 +182,7 @@ class Heartbeat:
             )
         if rescued and self._on_rescue:
             self._on_rescue(rescued)
+        self._refresh_logged(status)
         return rescued
 
     def close(self) -> None:

@@ -13,7 +13,10 @@ from dramatiq.common import q_name
 from dramatiq.message import Message
 
 from receiptq.config import validate_queue_name
+from receiptq.errors import MessageError, shorten
 from receiptq.tiers import TierError, TierPolicy
+
+__all__ = ["JobRow", "MessageError", "decode_message", "encode_message", "job_row"]
 
 #: Default ceiling on an encoded message (1 MiB): bigger payloads belong in a table.
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
@@ -35,10 +38,6 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "message_id": str,
     "message_timestamp": (int, float),
 }
-
-
-class MessageError(ValueError):
-    """A message receiptq refuses to store; nothing was written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,29 +74,27 @@ class JobRow:
 
 def encode_message(message: Message[Any], *, max_bytes: int) -> str:
     """The message as compact JSON text, or a MessageError saying why not."""
+    actor = shorten(repr(message.actor_name))
     fields = message.asdict()
     fields["options"] = {k: v for k, v in message.options.items() if k not in TRANSIENT_OPTIONS}
     try:
         text = json.dumps(fields, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
-        raise MessageError(
-            f"message for actor {message.actor_name!r} is not JSON-serializable: {exc}"
-        ) from None
+        raise MessageError(f"message for actor {actor} is not JSON-serializable: {exc}") from None
     try:
         size = len(text.encode())
     except UnicodeEncodeError:
         raise MessageError(
-            f"message for actor {message.actor_name!r} holds a string that is not valid "
-            "Unicode (a lone surrogate)"
+            f"message for actor {actor} holds a string that is not valid Unicode (a lone surrogate)"
         ) from None
     if _JSON_NUL.search(text):
         raise MessageError(
-            f"message for actor {message.actor_name!r} holds a NUL character (\\u0000), "
+            f"message for actor {actor} holds a NUL character (\\u0000), "
             "which PostgreSQL cannot store in jsonb"
         )
     if size > max_bytes:
         raise MessageError(
-            f"message for actor {message.actor_name!r} is {size} bytes encoded, over the "
+            f"message for actor {actor} is {size} bytes encoded, over the "
             f"limit of {max_bytes} bytes (RECEIPTQ_MAX_MESSAGE_BYTES); store large data in a "
             "table and send its id"
         )
@@ -123,9 +120,9 @@ def _int_option(message: Message[Any], name: str, default: int | None) -> int | 
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise MessageError(f"option {name!r} must be an integer, got {value!r}")
+        raise MessageError(f"option {name!r} must be an integer, got {shorten(repr(value))}")
     if value not in _INT32:
-        raise MessageError(f"option {name!r} must be a 32-bit integer, got {value!r}")
+        raise MessageError(f"option {name!r} must be a 32-bit integer, got {shorten(repr(value))}")
     return value
 
 
@@ -134,7 +131,7 @@ def _text_option(message: Message[Any], name: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise MessageError(f"option {name!r} must be a string, got {value!r}")
+        raise MessageError(f"option {name!r} must be a string, got {shorten(repr(value))}")
     text = str(value)
     if not 0 < len(text) <= 256:
         raise MessageError(f"option {name!r} must have 1 to 256 characters")
@@ -165,16 +162,20 @@ def job_row(
         or not isinstance(delay_ms, int | float)
         or not 0 <= delay_ms < math.inf
     ):
-        raise MessageError(f"delay must be a number of milliseconds >= 0, got {delay_ms!r}")
+        raise MessageError(
+            f"delay must be a number of milliseconds >= 0, got {shorten(repr(delay_ms))}"
+        )
     eta = message.options.get("eta")
     run_at = None
     if eta is not None and delay_ms is None:
         if isinstance(eta, bool) or not isinstance(eta, int | float):
-            raise MessageError(f"option 'eta' must be epoch milliseconds, got {eta!r}")
+            raise MessageError(f"option 'eta' must be epoch milliseconds, got {shorten(repr(eta))}")
         try:
             run_at = datetime.fromtimestamp(eta / 1000, tz=UTC)
         except (ValueError, OverflowError, OSError):
-            raise MessageError(f"option 'eta' is not a usable time, got {eta!r}") from None
+            raise MessageError(
+                f"option 'eta' is not a usable time, got {shorten(repr(eta))}"
+            ) from None
     retries = _int_option(message, "max_retries", max_retries)
     tier = _text_option(message, "tier")
     priority = _int_option(message, "priority", actor_priority) or 0

@@ -4,8 +4,9 @@ A transaction is a candidate when its currency is the receipt's (or the receipt
 shows none), its amount is within :data:`DEFAULT_AMOUNT_TOLERANCE` of the total
 and it was posted in the date window (banks post a card payment on the day or a
 few days later). Candidates are scored on amount, date and merchant similarity
-(rapidfuzz, on names squeezed to letters and digits since OCR and bank
-descriptions space words differently). The best score at or above
+(rapidfuzz, from the ``receipts`` extra, imported on first use; on names
+squeezed to letters and digits since OCR and bank descriptions space words
+differently). The best score at or above
 :data:`DEFAULT_MIN_SCORE` wins; equal scores go to the earlier posting, then
 the lower transaction id, so a rerun picks the same one.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-from rapidfuzz import fuzz
+from receiptq.extras import import_optional
 
 #: Largest difference between the receipt total and the transaction amount.
 DEFAULT_AMOUNT_TOLERANCE = Decimal("0.05")
@@ -83,6 +84,7 @@ def merchant_similarity(receipt_merchant: str | None, description: str) -> float
     """0..1: how well the receipt's merchant appears in the bank description."""
     if not receipt_merchant:
         return 0.0
+    fuzz = import_optional("rapidfuzz.fuzz", "receipts", "matching merchants")
     return fuzz.partial_ratio(squeeze(receipt_merchant), squeeze(description)) / 100
 
 

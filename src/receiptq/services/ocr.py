@@ -6,7 +6,9 @@ Settings:
   ``RECEIPTQ_OCR_THREADS`` (0 = onnxruntime's choice): threads of one RapidOCR run.
 
 RapidOCR's models ship in the ``rapidocr-onnxruntime`` wheel: nothing is
-downloaded. The engine loads once per process, on first use, and one image is
+downloaded. It and Pillow come with the ``receipts`` install extra and are
+imported on first use: without them a job fails with one line that names the
+extra (a transient error: installed, the retries succeed). The engine loads once per process, on first use, and one image is
 read at a time per process (onnxruntime already uses the cores for one image).
 Every call goes through the shared "ocr" circuit breaker; an unreadable image is
 a :class:`PermanentError` raised before the breaker, so bad input never opens it.
@@ -24,9 +26,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from PIL import Image, UnidentifiedImageError
-
 from receiptq.config import env_float, env_int
+from receiptq.extras import import_optional
 from receiptq.middleware.backoff import PermanentError, RetryAfter
 from receiptq.middleware.breakers import get_breaker
 from receiptq.services.faults import maybe_fail
@@ -51,13 +52,18 @@ def check_image(image: bytes) -> None:
     """Raise :class:`PermanentError` unless the bytes are an image Pillow can read."""
     if not image:
         raise PermanentError("the receipt image is empty")
+    Image = import_optional("PIL.Image", "receipts", "reading a receipt image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(image)) as picture:
                 width, height = picture.size
                 picture.verify()
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError):
+    except (
+        Image.UnidentifiedImageError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+    ):
         raise PermanentError(
             f"not a readable image ({len(image)} bytes, starting {image[:8]!r})"
         ) from None
@@ -94,11 +100,10 @@ class RapidOcr:
         self._lock = threading.Lock()
 
     def _load(self) -> Any:
-        from rapidocr_onnxruntime import RapidOCR
-
+        rapidocr = import_optional("rapidocr_onnxruntime", "receipts", "OCR (RapidOCR)")
         if self.threads > 0:
-            return RapidOCR(intra_op_num_threads=self.threads)
-        return RapidOCR()
+            return rapidocr.RapidOCR(intra_op_num_threads=self.threads)
+        return rapidocr.RapidOCR()
 
     def read_text(self, image: bytes) -> str:
         with self._lock:

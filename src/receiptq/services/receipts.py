@@ -1,4 +1,5 @@
-"""The receipt application's steps on its own tables (schema ``app``).
+"""The receipt application's steps on its own tables (schema ``receiptq_app``, created by
+:func:`migrate`: the receipt app's own migration chain, not ``receiptq db migrate``).
 
 Each step is idempotent, because a job may be delivered more than once: it
 looks at the receipt's status first and does nothing a previous delivery did
@@ -34,7 +35,7 @@ from receiptq.services.matching import (
 from receiptq.services.ocr import OcrEngine, read_receipt_text
 from receiptq.services.parsing import parse_receipt
 
-#: A receipt's statuses, in pipeline order (see the 0005_receipts_app migration).
+#: A receipt's statuses, in pipeline order (see receipts_migrations/0001_receipts_schema).
 STATUSES = ("uploaded", "read", "matched", "unmatched", "notified", "failed")
 #: The unfinished statuses, and the actor whose job moves a receipt on from each.
 NEXT_ACTOR = {
@@ -55,6 +56,26 @@ class UnknownUser(LookupError):
 
 class UnknownReceipt(LookupError):
     """No receipt has this id."""
+
+
+class NotStuck(Exception):
+    """A receipt asked to run again is not stuck (the message says why)."""
+
+
+def migrate(url: str) -> dict[str, list[str]]:
+    """Apply the queue's migrations, then the receipt app's (whose queries join the
+    queue's tables); the names applied now, per chain."""
+    return {
+        "queue": db.migrate(url, db.QUEUE_CHAIN),
+        "receipts": db.migrate(url, db.RECEIPTS_CHAIN),
+    }
+
+
+def tables_of_0_1(url: str) -> bool:
+    """Whether the receipt app's tables are still where receiptq 0.1 put them (schema
+    app, created by its queue migration 0005): `receiptq receipts migrate` moves them."""
+    in_0_1 = "0005_receipts_app" in db.applied_migrations(url)
+    return in_0_1 and not db.applied_migrations(url, db.RECEIPTS_CHAIN)
 
 
 # --- users and uploads -------------------------------------------------------------------
@@ -139,10 +160,11 @@ def list_receipts(
     status: str | None = None,
     stuck: bool = False,
     receipt_id: int | None = None,
+    ids: list[int] | None = None,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Receipts, newest first: all, or one, those in ``status``, and/or only the stuck
-    ones. One query, however many receipts.
+    """Receipts, newest first: all, or one, those with ``ids``, those in ``status``,
+    and/or only the stuck ones. One query, however many receipts.
 
     Each has ``stuck``: None, or ``{"dead_letter_id", "actor", "error"}`` when the
     receipt is unfinished and no job of its pipeline is queued or running, so nothing
@@ -152,7 +174,7 @@ def list_receipts(
     its dead letter was purged, or its pipeline was never started. The database keeps
     no trace of a purge, so the two cannot be told apart.
     """
-    params = {"status": status, "stuck": stuck, "id": receipt_id, "limit": limit}
+    params = {"status": status, "stuck": stuck, "id": receipt_id, "ids": ids, "limit": limit}
     rows = db.fetch_all(conn, "receipt_list", params)
     for row in rows:
         dead = {
@@ -172,14 +194,38 @@ def stuck_of(conn: psycopg.Connection[Any], receipt_id: int) -> dict[str, Any] |
     return rows[0]["stuck"] if rows else None
 
 
-def status_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    """How many receipts are in each status, and ``stuck``: a stuck receipt counts as
-    stuck, not in its status, so the counts add up to the receipts."""
+def lock_stuck_receipt(conn: psycopg.Connection[Any], receipt_id: int) -> dict[str, Any]:
+    """Lock a receipt's row until the transaction ends and return it with its ``stuck``;
+    :class:`NotStuck` (saying why) when something will still move it on or it is
+    finished, :class:`UnknownReceipt` when there is none."""
+    if db.fetch_one(conn, "receipt_lock", {"id": receipt_id}) is None:
+        raise UnknownReceipt(f"no receipt {receipt_id}")
+    (receipt,) = list_receipts(conn, receipt_id=receipt_id)
+    if receipt["stuck"] is not None:
+        return receipt
+    if receipt["status"] == "notified":
+        why = "it is notified: its pipeline is finished"
+    elif receipt["status"] == "failed":
+        why = f"it failed for good ({receipt['reason']}): running it again cannot help"
+    else:
+        why = f"it is {receipt['status']} and a job of its pipeline is queued or running"
+    raise NotStuck(f"receipt {receipt_id} is not stuck: {why}")
+
+
+def requeue_dead_letter(conn: psycopg.Connection[Any], dead_letter_id: int) -> None:
+    """Put one dead letter back in its queue as a fresh series of attempts."""
+    db.fetch_all(conn, "dead_letter_retry", {"all": False, "ids": [dead_letter_id], "actor": None})
+
+
+def status_counts(conn: psycopg.Connection[Any], ids: list[int] | None = None) -> dict[str, int]:
+    """How many receipts (all, or those with ``ids``) are in each status, and ``stuck``:
+    a stuck receipt counts as stuck, not in its status, so the counts add up to the
+    receipts."""
     counts = dict.fromkeys((*STATUSES, "stuck"), 0)
     with conn.transaction():
         # Stuck ones first: a receipt stuck now is still in its status a moment later.
-        stuck = list_receipts(conn, stuck=True)
-        rows = db.fetch_all(conn, "receipt_status_counts")
+        stuck = list_receipts(conn, stuck=True, ids=ids)
+        rows = db.fetch_all(conn, "receipt_status_counts", {"ids": ids})
     for row in rows:
         counts[row["status"]] = int(row["receipts"])
     for row in stuck:

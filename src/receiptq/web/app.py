@@ -5,7 +5,7 @@ Routes::
     GET  /                          the page (refreshes itself by polling the API)
     GET  /api/status                exactly ``receiptq status --json``
     GET  /api/dashboard             {"status", "actors", "tiers", "history", "depth"}
-    GET  /api/running               the jobs running now (as ``receiptq top --json``)
+    GET  /api/running               the jobs running and reserved (as ``receiptq top --json``)
     GET  /api/dead-letters          ?actor=&error=&limit= (substring search)
     POST /api/dead-letters/retry    {"ids": [...]}: queue them again
     POST /api/dead-letters/purge    {"ids": [...]}: delete them
@@ -145,7 +145,7 @@ def create_app(
         return JSON(figures)
 
     async def api_running(request: Request) -> Response:
-        return JSON({"running": await run_in_threadpool(read, monitor.running_jobs)})
+        return JSON(await run_in_threadpool(read, monitor.claimed_jobs))
 
     async def api_dead_letters(request: Request) -> Response:
         try:

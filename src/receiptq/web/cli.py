@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from receiptq import config
+from receiptq import config, monitor
 from receiptq.web import security
 from receiptq.web.sampler import DEFAULT_SAMPLE_INTERVAL_S
 
@@ -85,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"receiptq: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     url = config.database_url(getattr(args, "url", None))
+    # A database that is not migrated or not reachable fails here, in one line
+    # (receiptq's main), not as a traceback in the server's startup.
+    monitor.snapshot(url)
     app = create_app(url, token=token, sample_interval_s=interval_s)
     uvicorn.run(
         app,

@@ -31,7 +31,13 @@ from receiptq import monitor
 from receiptq.stats import BUCKET_BOUNDS_MS
 
 #: snapshot key -> the ``state`` label of ``receiptq_queue_jobs``.
-QUEUE_STATES = {"queued": "ready", "scheduled": "scheduled", "running": "running", "dead": "dead"}
+QUEUE_STATES = {
+    "queued": "ready",
+    "scheduled": "scheduled",
+    "running": "running",
+    "reserved": "reserved",
+    "dead": "dead",
+}
 #: stats_minute column -> counter name (``_total`` is added) and help.
 COUNTERS = {
     "enqueued": ("receiptq_jobs_enqueued", "Jobs sent."),
@@ -90,7 +96,8 @@ def status_metrics(status: dict[str, Any]) -> Iterator[Metric]:
     """Gauges from a :func:`receiptq.monitor.snapshot`."""
     jobs = GaugeMetricFamily(
         "receiptq_queue_jobs",
-        "Jobs per queue and state (dead: dead letters).",
+        "Jobs per queue and state (running: started by a worker thread; reserved: "
+        "claimed by a worker, not started; dead: dead letters).",
         labels=["queue", "state"],
     )
     oldest = GaugeMetricFamily(

@@ -24,7 +24,7 @@ DEFAULT_SAMPLE_INTERVAL_S = 2.0
 #: How much history the ring buffer holds (s).
 HISTORY_S = 3600.0
 #: The figures of each queue a sample keeps.
-DEPTH_FIELDS = ("queued", "scheduled", "running", "dead")
+DEPTH_FIELDS = ("queued", "scheduled", "running", "reserved", "dead")
 
 logger = logging.getLogger(__name__)
 

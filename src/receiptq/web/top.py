@@ -1,8 +1,10 @@
 """``receiptq top``: the jobs running now, redrawn live, like ``top``.
 
-One row per running delivery: actor, a summary of its arguments, the worker
-holding it, how long it has run, and its attempt. ``--json`` prints one
-snapshot and exits.
+One row per running delivery (a worker thread started it): actor, a summary of
+its arguments, the worker holding it, how long it has run since it started, and
+its attempt. Below, the reserved jobs (claimed by a worker process, waiting for
+a free thread), with how long they have waited since the claim. ``--json``
+prints one snapshot (:func:`receiptq.monitor.claimed_jobs`) and exits.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import time
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -42,7 +43,7 @@ def _positive(kind: type[int] | type[float]) -> Any:
 def add_parser(subparsers: Any) -> None:
     """Register ``receiptq top`` on the CLI's subparsers."""
     parser = subparsers.add_parser(
-        "top", help="the jobs running now, live (actor, arguments, worker, elapsed)"
+        "top", help="the jobs running now and those reserved, live (actor, arguments, worker)"
     )
     parser.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit")
     parser.add_argument(
@@ -57,22 +58,14 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def top_snapshot(conn: psycopg.Connection[Any], limit: int) -> dict[str, Any]:
-    """What ``top`` shows: ``{"running": [...], "generated_at"}``."""
-    with conn.transaction():
-        now = db.fetch_one(conn, "db_now")
-        running = monitor.running_jobs(conn, limit)
-    assert now is not None
-    return {"running": running, "generated_at": now["now"].isoformat()}
-
-
-def top_view(snap: dict[str, Any]) -> RenderableType:
-    table = Table(title=f"Running jobs ({len(snap['running'])})", title_justify="left")
-    for header in ("Job", "Queue", "Actor", "Arguments", "Worker", "Elapsed", "Attempt"):
+def jobs_table(title: str, jobs: list[dict[str, Any]], elapsed: str) -> Table:
+    """One row per job: id, queue, actor, arguments, worker, ``elapsed``, attempt."""
+    table = Table(title=title, title_justify="left")
+    for header in ("Job", "Queue", "Actor", "Arguments", "Worker", elapsed, "Attempt"):
         table.add_column(
-            header, justify="right" if header in ("Job", "Elapsed", "Attempt") else "left"
+            header, justify="right" if header in ("Job", elapsed, "Attempt") else "left"
         )
-    for job in snap["running"]:
+    for job in jobs:
         table.add_row(
             str(job["id"]),
             job["queue"],
@@ -82,16 +75,31 @@ def top_view(snap: dict[str, Any]) -> RenderableType:
             f"{job['elapsed_s']:.1f} s",
             str(job["attempt"]),
         )
+    return table
+
+
+def _shown(snap: dict[str, Any], kind: str) -> str:
+    total, shown = snap["counts"][kind], len(snap[kind])
+    return str(total) if total == shown else f"{shown} of {total}"
+
+
+def top_view(snap: dict[str, Any]) -> RenderableType:
+    running = jobs_table(f"Running jobs ({_shown(snap, 'running')})", snap["running"], "Elapsed")
     if not snap["running"]:
-        table.caption = "nothing is running"
+        running.caption = "nothing is running"
+    parts: list[RenderableType] = [running]
+    if snap["reserved"]:
+        title = f"Reserved: claimed by a worker, not started ({_shown(snap, 'reserved')})"
+        parts.append(jobs_table(title, snap["reserved"], "Waiting"))
     stamp = datetime.fromisoformat(snap["generated_at"])
-    return Group(table, Text(f"as of {stamp:%H:%M:%S} · Ctrl-C to quit", style="dim"))
+    parts.append(Text(f"as of {stamp:%H:%M:%S} · Ctrl-C to quit", style="dim"))
+    return Group(*parts)
 
 
 def run(args: argparse.Namespace) -> int:
     url = config.database_url(getattr(args, "url", None))
     with db.connect(url) as conn:
-        snap = top_snapshot(conn, args.limit)
+        snap = monitor.claimed_jobs(conn, args.limit)
         if args.json:
             print(json.dumps(snap, indent=2))
             return EXIT_OK
@@ -99,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             with Live(top_view(snap), console=Console(), auto_refresh=False) as live:
                 while True:
                     time.sleep(args.interval_s)
-                    live.update(top_view(top_snapshot(conn, args.limit)), refresh=True)
+                    live.update(top_view(monitor.claimed_jobs(conn, args.limit)), refresh=True)
         except KeyboardInterrupt:
             pass
     return EXIT_OK

@@ -1,19 +1,34 @@
 -- Named queries of the dashboard, the Prometheus metrics and `receiptq top`
 -- (read by receiptq.monitor and receiptq.web).
 
--- name: job_waiting_by_tier
--- Queued jobs per tier (NULL: no tier) as of one clock reading: ready, scheduled,
--- running, and the age of the oldest ready job.
-SELECT tier,
-       count(*) FILTER (WHERE state = 'queued' AND run_at <= %(now)s)::integer AS queued,
-       count(*) FILTER (WHERE state = 'queued' AND run_at > %(now)s)::integer AS scheduled,
-       count(*) FILTER (WHERE state = 'running')::integer AS running,
-       extract(epoch FROM %(now)s::timestamptz
-                          - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= %(now)s)
-              )::float8 AS oldest_ready_s
-FROM receiptq.jobs
-GROUP BY tier
-ORDER BY tier NULLS LAST;
+-- name: db_read_one_state
+-- The first statement of a monitor transaction: every query in it reads the same
+-- state of the database, so that counts read by separate queries add up.
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+
+-- name: job_claimed_list
+-- For `receiptq top`: the running jobs, longest running first, then the reserved
+-- ones, longest claimed first, at most `limit` of each, with the seconds since
+-- each started (running) or was claimed (reserved) as of `now`.
+SELECT c.id, c.queue, c.actor, c.attempt, c.lease_owner, c.claimed_at, c.started_at,
+       c.elapsed_s, j.message
+FROM (
+    SELECT *,
+           extract(epoch FROM %(now)s::timestamptz - coalesce(started_at, claimed_at))::float8
+               AS elapsed_s,
+           row_number() OVER (PARTITION BY started_at IS NULL
+                              ORDER BY coalesce(started_at, claimed_at), id) AS n
+    FROM receiptq.claimed_jobs
+) AS c
+JOIN receiptq.jobs AS j ON j.id = c.id
+WHERE c.n <= %(limit)s
+ORDER BY c.started_at IS NULL, c.n;
+
+-- name: job_claimed_counts
+-- How many claimed jobs are running and how many reserved, over all queues.
+SELECT count(started_at)::integer AS running,
+       count(*) FILTER (WHERE started_at IS NULL)::integer AS reserved
+FROM receiptq.claimed_jobs;
 
 -- name: stats_totals_by_actor
 -- Counters of every queue and actor summed over all the minutes kept (Prometheus counters).

@@ -1,8 +1,9 @@
 -- Named queries on receiptq.dead_letters.
 
 -- name: dead_letter_list
--- Dead letters, newest first, optionally of one actor and/or queue.
-SELECT id, message_id, queue, actor, attempts, reason, error_type, error, failed_at
+-- Dead letters, newest first, with their arguments, optionally of one actor and/or queue.
+SELECT id, message_id, queue, actor, message->'args' AS args, message->'kwargs' AS kwargs,
+       attempts, reason, error_type, error, failed_at
 FROM receiptq.dead_letters
 WHERE (%(actor)s::text IS NULL OR actor = %(actor)s)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s)

@@ -293,28 +293,32 @@ DELETE FROM receiptq.jobs WHERE queue = ANY(%(queues)s::text[]);
 -- Jobs of a queue not finished yet (queued, scheduled or running): broker.join waits for 0.
 SELECT count(*)::integer AS jobs FROM receiptq.jobs WHERE queue = %(queue)s;
 
--- name: job_running_list
--- The jobs running now, oldest delivery first (for `receiptq status` and `top`).
-SELECT id, queue, actor, attempt, lease_owner, started_at, lease_expires_at,
-       extract(epoch FROM now() - started_at)::float8 AS elapsed_s, message
-FROM receiptq.jobs
-WHERE state = 'running'
-ORDER BY started_at
-LIMIT %(limit)s;
-
--- name: job_counts_by_queue
--- Live counts per queue as of one clock reading (the monitor's `now`): ready,
--- scheduled for later, running, and the age of the oldest ready job.
-SELECT queue,
-       count(*) FILTER (WHERE state = 'queued' AND run_at <= %(now)s)::integer AS queued,
-       count(*) FILTER (WHERE state = 'queued' AND run_at > %(now)s)::integer AS scheduled,
-       count(*) FILTER (WHERE state = 'running')::integer AS running,
-       extract(epoch FROM %(now)s::timestamptz
-                          - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= %(now)s)
-              )::float8 AS oldest_ready_s
-FROM receiptq.jobs
-GROUP BY queue
-ORDER BY queue;
+-- name: job_counts_by_queue_and_tier
+-- Live counts per queue and tier (NULL: no tier) as of one clock reading (the
+-- monitor's `now`): ready, scheduled for later, running (a worker thread started
+-- it), reserved (claimed by a worker process, not started), and the age of the
+-- oldest ready job. The monitor sums them per queue and per tier.
+WITH held AS (
+    SELECT queue, tier, count(started_at)::integer AS running,
+           count(*) FILTER (WHERE started_at IS NULL)::integer AS reserved
+    FROM receiptq.claimed_jobs
+    GROUP BY queue, tier
+),
+waiting AS (
+    SELECT queue, tier,
+           count(*) FILTER (WHERE state = 'queued' AND run_at <= %(now)s)::integer AS queued,
+           count(*) FILTER (WHERE state = 'queued' AND run_at > %(now)s)::integer AS scheduled,
+           extract(epoch FROM %(now)s::timestamptz
+                              - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= %(now)s)
+                  )::float8 AS oldest_ready_s
+    FROM receiptq.jobs
+    GROUP BY queue, tier
+)
+SELECT w.queue, w.tier, w.queued, w.scheduled, coalesce(h.running, 0) AS running,
+       coalesce(h.reserved, 0) AS reserved, w.oldest_ready_s
+FROM waiting AS w
+LEFT JOIN held AS h ON h.queue = w.queue AND h.tier IS NOT DISTINCT FROM w.tier
+ORDER BY w.queue, w.tier NULLS LAST;
 
 -- name: job_count_ready_or_running
 -- Jobs ready now or running in the given queues (NULL: every queue); `receiptq

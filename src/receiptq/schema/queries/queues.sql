@@ -15,19 +15,39 @@ ON CONFLICT (queue) DO UPDATE SET paused = false, updated_at = now();
 INSERT INTO receiptq.queue_settings AS s (queue, max_running) VALUES (%(queue)s, %(max_running)s)
 ON CONFLICT (queue) DO UPDATE SET max_running = excluded.max_running, updated_at = now();
 
--- name: queue_settings_list
--- Every queue with settings or a capped actor, with its live running count.
-WITH queues AS (
-    SELECT queue FROM receiptq.queue_settings
-    UNION
-    SELECT queue FROM receiptq.actor_caps
+-- name: queue_settings_prune
+-- Drop a queue's settings row once it holds nothing (running, no cap): a queue
+-- without a row is running and uncapped, and a mistyped name leaves no trace.
+DELETE FROM receiptq.queue_settings
+WHERE queue = %(queue)s AND NOT paused AND max_running IS NULL;
+
+-- name: queue_reset
+-- Remove every setting of a queue: pause, cap and its actors' caps. Says how many
+-- rows of each went.
+WITH caps AS (
+    DELETE FROM receiptq.actor_caps WHERE queue = %(queue)s RETURNING actor
+),
+settings AS (
+    DELETE FROM receiptq.queue_settings WHERE queue = %(queue)s RETURNING queue
 )
-SELECT q.queue, coalesce(s.paused, false) AS paused, s.max_running, s.updated_at,
-       (SELECT count(*) FROM receiptq.jobs AS j
-        WHERE j.queue = q.queue AND j.state = 'running')::integer AS running
-FROM queues AS q
-LEFT JOIN receiptq.queue_settings AS s ON s.queue = q.queue
-ORDER BY q.queue;
+SELECT (SELECT count(*) FROM settings)::integer AS settings,
+       (SELECT count(*) FROM caps)::integer AS actor_caps;
+
+-- name: queue_seen
+-- Whether a queue is known: it has jobs, dead letters, statistics, settings, or a
+-- worker consumes it. A setting for any other name is most likely a typo.
+SELECT EXISTS (SELECT 1 FROM receiptq.jobs WHERE queue = %(queue)s)
+       OR EXISTS (SELECT 1 FROM receiptq.dead_letters WHERE queue = %(queue)s)
+       OR EXISTS (SELECT 1 FROM receiptq.stats_minute WHERE queue = %(queue)s)
+       OR EXISTS (SELECT 1 FROM receiptq.queue_settings WHERE queue = %(queue)s)
+       OR EXISTS (SELECT 1 FROM receiptq.actor_caps WHERE queue = %(queue)s)
+       OR EXISTS (SELECT 1 FROM receiptq.workers WHERE %(queue)s = ANY (queues)) AS seen;
+
+-- name: queue_settings_list
+-- Every queue's settings (pause, cap); the monitor adds the live counts.
+SELECT queue, paused, max_running, updated_at
+FROM receiptq.queue_settings
+ORDER BY queue;
 
 -- name: queue_claim_path
 -- How a queue must be claimed: restricted (paused, capped, or with a capped
@@ -53,12 +73,14 @@ ON CONFLICT (queue, actor) DO UPDATE SET max_running = excluded.max_running, upd
 DELETE FROM receiptq.actor_caps WHERE queue = %(queue)s AND actor = %(actor)s;
 
 -- name: actor_caps_list
--- Every actor cap, with the actor's live running count.
+-- Every actor cap, with the actor's claimed jobs on the queue (what the cap
+-- counts): running (started by a worker thread) and reserved (not started).
 SELECT c.queue, c.actor, c.max_running, c.updated_at,
-       (SELECT count(*) FROM receiptq.jobs AS j
-        WHERE j.queue = c.queue AND j.actor = c.actor AND j.state = 'running')::integer
-           AS running
+       count(h.started_at)::integer AS running,
+       count(h.id) FILTER (WHERE h.started_at IS NULL)::integer AS reserved
 FROM receiptq.actor_caps AS c
+LEFT JOIN receiptq.claimed_jobs AS h ON h.queue = c.queue AND h.actor = c.actor
+GROUP BY c.queue, c.actor
 ORDER BY c.queue, c.actor;
 
 -- name: actor_seen_on_queue

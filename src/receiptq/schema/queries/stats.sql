@@ -31,3 +31,14 @@ ORDER BY minute, queue, actor;
 -- name: db_now
 -- The database's clock, so that figures are computed against one clock.
 SELECT now() AS now;
+
+-- name: transaction_id
+-- The id of the caller's open transaction, so that the sends made in it are counted
+-- only once it commits (see transaction_statuses).
+SELECT txid_current() AS xid;
+
+-- name: transaction_statuses
+-- Whether transactions that sent jobs committed: committed, aborted or in progress
+-- (NULL: too old to tell).
+SELECT x.xid, txid_status(x.xid) AS status
+FROM unnest(%(xids)s::bigint[]) AS x(xid);

@@ -2,4 +2,4 @@
 
 -- name: user_tier
 -- The tier of one user of the receipt app (NULL when the user is unknown).
-SELECT tier FROM app.users WHERE id::text = %(user_id)s;
+SELECT tier FROM receiptq_app.users WHERE id::text = %(user_id)s;

@@ -17,6 +17,19 @@ SET last_heartbeat_at = now(), queues = %(queues)s, in_flight = %(in_flight)s,
 WHERE id = %(id)s
 RETURNING id;
 
+-- name: worker_refresh
+-- Between heartbeats: the queues a worker consumes and the deliveries its threads
+-- started and not finished (migration 0007), each start given as seconds ago so
+-- that it is stored on the database's clock.
+UPDATE receiptq.workers
+SET queues = %(queues)s,
+    started_job_ids = %(job_ids)s::bigint[],
+    started_attempts = %(attempts)s::integer[],
+    started_ats = ARRAY(SELECT now() - make_interval(secs => a.age_s)
+                        FROM unnest(%(ages_s)s::float8[]) WITH ORDINALITY AS a(age_s, n)
+                        ORDER BY a.n)
+WHERE id = %(id)s;
+
 -- name: db_connections_percent
 -- The share of the server's connection slots in use, in percent.
 SELECT 100.0 * (SELECT count(*) FROM pg_stat_activity)
@@ -33,9 +46,20 @@ WHERE last_heartbeat_at < now() - make_interval(secs => %(stale_s)s)
 RETURNING id;
 
 -- name: worker_list
--- Workers with the age of their last heartbeat.
-SELECT id, host, pid, queues, in_flight, started_at, last_heartbeat_at,
-       cpu_percent, memory_percent, db_connections_percent, throttled_reason,
-       extract(epoch FROM now() - last_heartbeat_at)::float8 AS heartbeat_age_s
-FROM receiptq.workers
-ORDER BY started_at;
+-- Workers with the age of their last heartbeat as of one clock reading (the
+-- monitor's `now`) and the jobs each holds: running (a thread started them) and
+-- reserved (claimed, not started).
+WITH held AS (
+    SELECT lease_owner, count(started_at)::integer AS running,
+           count(*) FILTER (WHERE started_at IS NULL)::integer AS reserved
+    FROM receiptq.claimed_jobs
+    GROUP BY lease_owner
+)
+SELECT w.id, w.host, w.pid, w.queues, w.started_at, w.last_heartbeat_at,
+       w.cpu_percent, w.memory_percent, w.db_connections_percent, w.throttled_reason,
+       coalesce(h.running, 0) AS running, coalesce(h.reserved, 0) AS reserved,
+       extract(epoch FROM %(now)s::timestamptz - w.last_heartbeat_at)::float8
+           AS heartbeat_age_s
+FROM receiptq.workers AS w
+LEFT JOIN held AS h ON h.lease_owner = w.id
+ORDER BY w.started_at;

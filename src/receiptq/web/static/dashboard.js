@@ -5,7 +5,7 @@
 const REFRESH_MS = 2000;
 const DEAD_REFRESH_MS = 5000;
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
-const COLORS = { ready: "#2f6fed", scheduled: "#9b59d0", running: "#1a9d5b", dead: "#d33a3a" };
+const COLORS = { ready: "#2f6fed", scheduled: "#9b59d0", running: "#1a9d5b", reserved: "#e0a526", dead: "#d33a3a" };
 
 // -- small helpers ----------------------------------------------------------------------
 
@@ -93,23 +93,23 @@ function makeChart(target, series, withSeconds) {
 }
 
 const depthChart = makeChart("depth-chart", [
-  ["ready", COLORS.ready, true], ["scheduled", COLORS.scheduled], ["running", COLORS.running, true], ["dead", COLORS.dead],
+  ["ready", COLORS.ready, true], ["scheduled", COLORS.scheduled], ["running", COLORS.running, true],
+  ["reserved", COLORS.reserved], ["dead", COLORS.dead],
 ], true);
 const throughputChart = makeChart(
   "throughput-chart", [["done", COLORS.running, true], ["failed", COLORS.dead, true]], false);
 
+const DEPTH_SERIES = ["queued", "scheduled", "running", "reserved", "dead"];
+
 function drawDepth(samples) {
   const queue = document.getElementById("depth-queue").value;
-  const xs = [], ready = [], scheduled = [], running = [], dead = [];
+  const xs = [], series = DEPTH_SERIES.map(() => []);
   for (const sample of samples) {
-    const figures = queue ? sample.queues[queue] : sample.totals;
+    const figures = (queue ? sample.queues[queue] : sample.totals) || {};
     xs.push(Date.parse(sample.t) / 1000);
-    ready.push(figures ? figures.queued : 0);
-    scheduled.push(figures ? figures.scheduled : 0);
-    running.push(figures ? figures.running : 0);
-    dead.push(figures ? figures.dead : 0);
+    DEPTH_SERIES.forEach((key, i) => series[i].push(figures[key] ?? 0));
   }
-  depthChart.setData([xs, ready, scheduled, running, dead]);
+  depthChart.setData([xs, ...series]);
 }
 
 function drawThroughput(history) {
@@ -137,6 +137,7 @@ function queueRow(name, f, isTotal) {
     cell("queued", num(f.queued)),
     cell("scheduled", num(f.scheduled)),
     cell("running", num(f.running)),
+    cell("reserved", num(f.reserved)),
     cell("dead", num(f.dead)),
     cell("oldest_ready_s", age(f.oldest_ready_s)),
     cell("done", `${num(f.done_1m)} / ${num(f.done_5m)} / ${num(f.done_60m)}`),
@@ -145,14 +146,23 @@ function queueRow(name, f, isTotal) {
     cell("latency", `${ms(f.latency_p50_ms)} / ${ms(f.latency_p95_ms)}`),
     cell("run", `${ms(f.run_p50_ms)} / ${ms(f.run_p95_ms)}`),
     cell("success_rate_5m", pct(f.success_rate_5m)),
+    td(isTotal ? "" : settingsText(f), { "data-queue": name, "data-field": "settings" }),
   );
+}
+
+// A queue's settings in a few words: "paused, cap 4, ocr_receipt cap 2" ("–": none).
+function settingsText(f) {
+  const parts = f.paused ? ["paused"] : [];
+  if (f.max_running !== null && f.max_running !== undefined) parts.push(`cap ${f.max_running}`);
+  for (const [actor, cap] of Object.entries(f.actor_caps || {})) parts.push(`${actor} cap ${cap.max_running}`);
+  return parts.length ? parts.join(", ") : "–";
 }
 
 function drawStatus(status) {
   const totals = status.totals;
   const shown = {
     queued: num(totals.queued), scheduled: num(totals.scheduled), running: num(totals.running),
-    dead: num(totals.dead), oldest_ready_s: age(totals.oldest_ready_s),
+    reserved: num(totals.reserved), dead: num(totals.dead), oldest_ready_s: age(totals.oldest_ready_s),
     throughput_per_s_1m: totals.throughput_per_s_1m.toFixed(1),
     success_rate_5m: pct(totals.success_rate_5m),
   };
@@ -164,15 +174,16 @@ function drawStatus(status) {
 
   const rows = Object.entries(status.queues).map(([name, f]) => queueRow(name, f, false));
   rows.push(queueRow("total", totals, true));
-  fillTable("queues", rows, "", 12);
+  fillTable("queues", rows, "", 14);
   updateQueuePicker(Object.keys(status.queues));
 
   fillTable("workers", status.workers.map((w) => el("tr", { "data-worker": w.id },
-    td(w.id), td(w.queues.join(", ")), td(num(w.in_flight), { class: "num" }),
+    td(w.id), td(w.queues.join(", ")), td(num(w.running), { class: "num" }),
+    td(num(w.reserved), { class: "num" }),
     td(percent(w.cpu_percent), { class: "num" }), td(percent(w.memory_percent), { class: "num" }),
     td(`${age(w.heartbeat_age_s)} ago`, { class: "num" }),
     td(workerBadge(w)),
-  )), "no worker has a heartbeat", 7);
+  )), "no worker has a heartbeat", 8);
 
   drawBreakers(status.breakers);
   const stamp = new Date(status.generated_at);
@@ -237,9 +248,10 @@ function drawActors(actors) {
 function drawTiers(tiers) {
   fillTable("tiers", tiers.map((t) => el("tr", { "data-tier": t.tier ?? "" },
     td(t.tier ?? "(none)"), td(num(t.queued), { class: "num" }), td(num(t.scheduled), { class: "num" }),
-    td(num(t.running), { class: "num" }), td(age(t.oldest_ready_s), { class: "num" }),
+    td(num(t.running), { class: "num" }), td(num(t.reserved), { class: "num" }),
+    td(age(t.oldest_ready_s), { class: "num" }),
     td(el("span", {}, bar(t.ready_share, "share"), pct(t.ready_share))),
-  )), "nothing waiting", 6);
+  )), "nothing waiting", 7);
 }
 
 // -- dead letters -------------------------------------------------------------------------

@@ -1,4 +1,10 @@
-"""Sample actors used by the demo and the benchmark until the receipt actors land."""
+"""Sample actors for tests (they used to ship in receiptq.actors): ``sample_job`` on
+the ``default`` queue and ``noop`` on ``bench``.
+
+Importing this module sets a PostgresBroker from the environment as Dramatiq's
+broker, as a worker module does: ``dramatiq apps.samples``, ``receiptq process
+apps.samples``, ``receiptq enqueue sample_job --module apps.samples``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,11 @@ import random
 import time
 
 import dramatiq
+
+from receiptq.broker import PostgresBroker
+
+broker = PostgresBroker()
+dramatiq.set_broker(broker)
 
 
 class FlakyServiceError(RuntimeError):
