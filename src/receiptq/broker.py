@@ -45,7 +45,7 @@ from receiptq.pg.messages import (
     decode_message,
     job_row,
 )
-from receiptq.pg.pending_retries import PendingRetries
+from receiptq.pg.pending_retries import UNAVAILABLE, PendingRetries
 from receiptq.tiers import UNTIERED, StrideState, TierPolicy, quotas
 
 __all__ = ["JobProxy", "MessageError", "PostgresBroker"]
@@ -618,7 +618,7 @@ class PostgresBroker(Broker):
         meanwhile; if the process dies, the lease brings the job back): returns
         True. False: ``error`` is something else, for the caller to raise.
         """
-        if not isinstance(error, psycopg.OperationalError) or not isinstance(message, JobProxy):
+        if not isinstance(error, UNAVAILABLE) or not isinstance(message, JobProxy):
             return False
         if self._pending_retries.keep(message.job_id, message, delay_ms):
             logger.warning(

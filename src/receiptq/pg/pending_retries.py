@@ -19,12 +19,16 @@ from typing import Any
 
 import psycopg
 
+from receiptq.errors import DatabaseUnreachable
+
 logger = logging.getLogger(__name__)
 
 #: Retries kept per process at most; beyond, a job waits for its lease to run out.
 DEFAULT_LIMIT = 1000
 #: Pause between attempts to store the kept retries while the database is away (s).
 RETRY_INTERVAL_S = 0.5
+#: The errors that mean "the database is away": the driver's, or receiptq's one line for it.
+UNAVAILABLE = (psycopg.OperationalError, DatabaseUnreachable)
 
 
 @dataclass
@@ -90,7 +94,7 @@ class PendingRetries:
             waited_ms = int((time.monotonic() - kept.kept_at) * 1000)
             try:
                 self._store(kept.message, max(kept.delay_ms - waited_ms, 0))
-            except psycopg.OperationalError:
+            except UNAVAILABLE:
                 with self._lock:  # still unavailable: try again later
                     self._kept[job_id] = kept
                 return True
