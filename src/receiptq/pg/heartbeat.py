@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from receiptq import db
+from receiptq.pg.outage import Backoff, database_problem
 from receiptq.pg.resources import Thresholds, sample_host, throttle_reason
 
 logger = logging.getLogger(__name__)
@@ -54,15 +55,28 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="receiptq-heartbeat", daemon=True)
         self._thread.start()
 
-    def _beat_logged(self) -> None:
+    def _beat_logged(self) -> bool:
+        """One beat; False when it failed. A database that is gone or not migrated
+        is said once by the pool's watch, not here at every beat."""
         try:
             self.beat()
-        except Exception:
-            logger.exception("heartbeat failed; retrying in %.1f s", self._interval_s)
+            return True
+        except Exception as exc:
+            if database_problem(exc) is None:
+                logger.exception("heartbeat failed; retrying")
+            return False
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self._beat_logged()
+        # After a failed beat, try again sooner (growing pauses up to the interval), so
+        # that the leases are renewed soon after the database is back, before they expire.
+        retry = Backoff(min(0.5, self._interval_s), self._interval_s)
+        pause = self._interval_s
+        while not self._stop.wait(pause):
+            if self._beat_logged():
+                retry.reset()
+                pause = self._interval_s
+            else:
+                pause = retry.next()
 
     def beat(self) -> list[dict[str, Any]]:
         """One heartbeat; returns the rescue outcome rows (for tests and logs)."""
@@ -112,5 +126,7 @@ class Heartbeat:
         try:
             with self._pool_getter().connection() as conn:
                 db.execute(conn, "worker_remove", {"id": self.worker_id})
-        except Exception:
-            logger.warning("could not remove worker row %s", self.worker_id, exc_info=True)
+        except Exception as exc:
+            # A live worker's heartbeat forgets the row once it is stale.
+            quiet = database_problem(exc) is not None
+            logger.warning("could not remove worker row %s", self.worker_id, exc_info=not quiet)
