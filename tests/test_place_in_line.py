@@ -4,6 +4,7 @@ the line runs next, not behind everything sent meanwhile."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from receiptq import db
 from receiptq.broker import PostgresBroker
+from tests_support import wait_until
 
 
 @pytest.fixture
@@ -95,3 +97,32 @@ def test_job_given_back_at_shutdown_runs_before_the_backlog_sent_after_it(broker
     consumer.requeue([delivery])  # what Dramatiq does with unstarted jobs at shutdown
     consumer.close()
     assert next_claimed(broker, "line") == "head"
+
+
+def test_shutdown_gives_back_waiting_jobs_before_the_running_job_ends(broker, conn):
+    started, release = threading.Event(), threading.Event()
+
+    @dramatiq.actor(queue_name="line")
+    def ocr_receipt(label):
+        started.set()
+        release.wait(30)
+
+    for n in range(4):
+        ocr_receipt.send(f"job-{n}")
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)  # prefetch 2
+    worker.start()
+    stopping = threading.Thread(target=worker.stop)
+    try:
+        assert started.wait(10)
+        stopping.start()  # the running job goes on; the waiting one must come back now
+        wait_until(lambda: states(conn) == {"running": 1, "queued": 3}, 10, "the hand-back")
+    finally:
+        release.set()
+        stopping.join(30)
+    assert broker.wait_for_acks(5)
+    assert states(conn) == {"queued": 3}
+
+
+def states(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    rows = conn.execute("SELECT state, count(*) AS n FROM receiptq.jobs GROUP BY state")
+    return {r["state"]: r["n"] for r in rows}

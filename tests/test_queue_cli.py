@@ -25,19 +25,59 @@ def test_pause_resume_and_cap_are_listed_and_honoured_by_the_claim(broker, capsy
     code, out, _ = run(capsys, "queue", "pause", "ocr", "--json", "--url", database_url)
     assert code == 0
     assert json.loads(out) == {
-        "ocr": {"paused": True, "max_running": None, "running": 0, "actors": {}}
+        "ocr": {"paused": True, "max_running": None, "prefetch": None, "running": 0, "actors": {}}
     }
     assert broker.claim("ocr", 10) == []
 
     run(capsys, "queue", "resume", "ocr", "--url", database_url)
     code, out, _ = run(capsys, "queue", "cap", "ocr", "2", "--json", "--url", database_url)
-    assert json.loads(out)["ocr"] == {"paused": False, "max_running": 2, "running": 0, "actors": {}}
+    assert json.loads(out)["ocr"] == {
+        "paused": False,
+        "max_running": 2,
+        "prefetch": None,
+        "running": 0,
+        "actors": {},
+    }
     assert len(broker.claim("ocr", 10)) == 2
 
     code, out, _ = run(capsys, "queue", "list", "--json", "--url", database_url)
     assert json.loads(out)["ocr"]["running"] == 2
     run(capsys, "queue", "cap", "ocr", "none", "--url", database_url)
     assert len(broker.claim("ocr", 10)) == 3
+
+
+def test_queue_prefetch_is_listed_bounds_what_a_process_holds_and_can_be_removed(
+    broker, capsys, database_url
+):
+    @dramatiq.actor(queue_name="ocr")
+    def ocr_receipt(n):
+        pass
+
+    for n in range(6):
+        ocr_receipt.send(n)
+    code, out, _ = run(capsys, "queue", "prefetch", "ocr", "2", "--json", "--url", database_url)
+    assert code == 0 and json.loads(out)["ocr"]["prefetch"] == 2
+    consumer = broker.consume("ocr", prefetch=16, timeout=200)
+    try:
+        assert [next(consumer) is not None for _ in range(3)] == [True, True, False]
+        code, out, _ = run(
+            capsys, "queue", "prefetch", "ocr", "none", "--json", "--url", database_url
+        )
+        assert json.loads(out)["ocr"]["prefetch"] is None
+        assert next(consumer) is not None  # read again at the next poll interval
+    finally:
+        consumer.close()
+    code, _, err = run(capsys, "queue", "list", "--url", database_url)
+    assert code == 0
+
+
+def test_queue_prefetch_below_one_is_refused(capsys, database_url):
+    for bad in ("0", "-1", "many"):
+        try:
+            code = cli.main(["queue", "prefetch", "ocr", bad, "--url", database_url])
+        except SystemExit as exc:
+            code = exc.code
+        assert code == 2
 
 
 def test_hostile_queue_name_and_bad_cap_are_refused(capsys, database_url):

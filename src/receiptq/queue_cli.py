@@ -1,5 +1,5 @@
-"""``receiptq queue``: pause, resume and cap queues and actors (settings that every
-worker honours at claim time)."""
+"""``receiptq queue``: pause, resume and cap queues and actors, and set a queue's
+prefetch (settings that every worker honours at claim time)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
                 db.execute(conn, "queue_pause", {"queue": args.queue})
             elif args.action == "resume":
                 db.execute(conn, "queue_resume", {"queue": args.queue})
+            elif args.action == "prefetch":
+                held = None if args.prefetch in ("none", "off") else int(args.prefetch)
+                db.execute(conn, "queue_set_prefetch", {"queue": args.queue, "prefetch": held})
             elif status := _set_cap(conn, args, err):
                 return status
     queues, actor_caps = _settings(url)
@@ -68,11 +71,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(listing, default=str))
         return 0
     table = Table(title="queue settings")
-    for column in ("queue", "paused", "max running", "running now"):
+    for column in ("queue", "paused", "max running", "prefetch", "running now"):
         table.add_column(column, justify="left" if column == "queue" else "right")
     for r in queues:
         limit = "-" if r["max_running"] is None else str(r["max_running"])
-        table.add_row(r["queue"], "yes" if r["paused"] else "no", limit, str(r["running"]))
+        prefetch = "-" if r["prefetch"] is None else str(r["prefetch"])
+        paused = "yes" if r["paused"] else "no"
+        table.add_row(r["queue"], paused, limit, prefetch, str(r["running"]))
     Console().print(table)
     if actor_caps:
         table = Table(title="actor caps")
@@ -85,11 +90,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    return {"paused": row["paused"], "max_running": row["max_running"], "running": row["running"]}
+    keys = ("paused", "max_running", "prefetch", "running")
+    return {key: row[key] for key in keys}
 
 
 def _public_cap(row: dict[str, Any]) -> dict[str, Any]:
     return {"max_running": row["max_running"], "running": row["running"]}
+
+
+def _prefetch(text: str) -> str:
+    if text in ("none", "off") or (text.isdigit() and int(text) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid prefetch {text!r}: a whole number >= 1, or 'none'")
 
 
 def _cap(text: str) -> str:
@@ -116,6 +128,15 @@ def add_parser(subparsers: Any) -> None:
     cap.add_argument("max_running", type=_cap, help="a number, or 'none' to remove the cap")
     cap.add_argument(
         "--actor", default=None, help="cap only this actor's jobs on the queue (e.g. ocr_receipt)"
+    )
+    prefetch = actions.add_parser(
+        "prefetch",
+        help="each worker process holds at most N of the queue's jobs (and no more than "
+        "its threads): for queues whose jobs run long",
+    )
+    prefetch.add_argument("queue")
+    prefetch.add_argument(
+        "prefetch", type=_prefetch, help="a number >= 1, or 'none' for Dramatiq's prefetch"
     )
     actions.add_parser("list", help="show the queues' settings and actor caps")
     for sub in actions.choices.values():

@@ -11,6 +11,7 @@ one is open, those jobs are postponed without using an attempt.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import dramatiq
@@ -26,10 +27,17 @@ from receiptq.services import receipts
 OCR_QUEUE = "ocr"
 MATCHING_QUEUE = "matching"
 EMAIL_QUEUE = "email"
+#: OCR jobs one worker process holds at most (claimed and not finished). Local
+#: RapidOCR already uses the process's share of the cores for one image: a second
+#: job would only wait in that process while another process sits idle. A hosted
+#: OCR service (RECEIPTQ_OCR_URL) waits on the network: Dramatiq's prefetch then.
+#: `receiptq queue prefetch ocr N` overrides this for every worker.
+OCR_PREFETCH = None if os.environ.get("RECEIPTQ_OCR_URL", "").strip() else 1
 
 
 @dramatiq.actor(
     queue_name=OCR_QUEUE,
+    prefetch=OCR_PREFETCH,
     breakers=("ocr",),
     max_retries=5,
     min_backoff_ms=500,

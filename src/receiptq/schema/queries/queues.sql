@@ -22,7 +22,7 @@ WITH queues AS (
     UNION
     SELECT queue FROM receiptq.actor_caps
 )
-SELECT q.queue, coalesce(s.paused, false) AS paused, s.max_running, s.updated_at,
+SELECT q.queue, coalesce(s.paused, false) AS paused, s.max_running, s.prefetch, s.updated_at,
        (SELECT count(*) FROM receiptq.jobs AS j
         WHERE j.queue = q.queue AND j.state = 'running')::integer AS running
 FROM queues AS q
@@ -31,15 +31,22 @@ ORDER BY q.queue;
 
 -- name: queue_claim_path
 -- How a queue must be claimed: restricted (paused, capped, or with a capped
--- actor: through claim_jobs), and whether it has queued jobs with a tier (claims
--- shared across the classes).
+-- actor: through claim_jobs), whether it has queued jobs with a tier (claims
+-- shared across the classes), and its prefetch setting (migration 0008).
 SELECT EXISTS (SELECT 1 FROM receiptq.queue_settings AS s
                WHERE s.queue = %(queue)s AND (s.paused OR s.max_running IS NOT NULL))
        OR EXISTS (SELECT 1 FROM receiptq.actor_caps AS c WHERE c.queue = %(queue)s)
            AS restricted,
        EXISTS (SELECT 1 FROM receiptq.jobs AS j
                WHERE j.queue = %(queue)s AND j.state = 'queued'
-                 AND coalesce(j.tier, '') > '') AS tiered;
+                 AND coalesce(j.tier, '') > '') AS tiered,
+       (SELECT s.prefetch FROM receiptq.queue_settings AS s
+        WHERE s.queue = %(queue)s) AS prefetch;
+
+-- name: queue_set_prefetch
+-- Set (or, with NULL, remove) the jobs of a queue one worker process holds at most.
+INSERT INTO receiptq.queue_settings AS s (queue, prefetch) VALUES (%(queue)s, %(prefetch)s)
+ON CONFLICT (queue) DO UPDATE SET prefetch = excluded.prefetch, updated_at = now();
 
 -- name: actor_cap_set
 -- Cap the running jobs of one actor of a queue across all workers (claim_jobs
