@@ -895,7 +895,7 @@ class _PostgresConsumer(Consumer):
     costs one claim per batch, not one per job. But when work arrived since its last
     claim (a notification, or a poll interval without one), it claims for any free
     slot at once: a job sent after a batch was claimed, and more urgent than what is
-    held, waits for one slot, not for a quarter of them (see README, Tiers).
+    held, waits for one slot, not for a quarter of them (README, Architecture).
 
     While the database is gone or not migrated the consumer does not raise (Dramatiq
     would log a CRITICAL traceback and reopen it every few seconds): the broker's
