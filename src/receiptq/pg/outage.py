@@ -38,8 +38,10 @@ _SCHEMA_ERRORS = (
     errors.UndefinedColumn,
     errors.InvalidSchemaName,
 )
-#: Where psycopg_pool says it failed to connect: the watch says it once instead.
+#: Where psycopg_pool says, per connection, that the database is gone: the watch says
+#: it once instead (the first two name the pool, the last one only the connection).
 _POOL_NOISE = ("error connecting in %r: %s", "reconnection attempt in pool %r failed after %s sec")
+_CONNECTION_NOISE = "discarding closed connection: %s"
 
 
 def database_problem(exc: BaseException) -> str | None:
@@ -87,12 +89,13 @@ class Backoff:
 
 
 class _QuietPoolFilter(logging.Filter):
-    """Drops psycopg_pool's line per failed connection attempt of receiptq's pools."""
+    """Drops psycopg_pool's line per failed connection attempt of receiptq's pools, and
+    per lost connection it discards (in a worker process, the watch says why)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
         ours = bool(args) and str(args[0]).startswith("receiptq")
-        return not (ours and record.msg in _POOL_NOISE)
+        return not ((ours and record.msg in _POOL_NOISE) or record.msg == _CONNECTION_NOISE)
 
 
 _pool_filter = _QuietPoolFilter()
