@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -65,7 +66,7 @@ class Listener:
             conn.execute("LISTEN receiptq")
             self.connected.set()
             pauses.reset()
-            self._watch.answered()
+            self._watch.answered(time.monotonic())
             while not self._stop.is_set():
                 for notify in conn.notifies(timeout=WAIT_S):
                     self._wake(notify.payload)

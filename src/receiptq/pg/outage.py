@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 UNREACHABLE = "unreachable"
 NOT_MIGRATED = "not migrated"
+#: How long after a problem was noted a statement must begin to prove it is over (s).
+SETTLE_S = 0.5
 
 #: Server-side errors that mean "not available now": admin shutdown, crash shutdown,
 #: starting up (or recovering), too many connections. Class 08 is the connection's.
@@ -133,9 +135,12 @@ class DatabaseWatch:
             logger.warning(self._describe(problem, exc))
         return True
 
-    def answered(self) -> None:
-        """A statement went through: the database is back, if it was gone."""
-        if self._problem is None:
+    def answered(self, started_at: float) -> None:
+        """A statement that began at ``started_at`` (monotonic) went through: the
+        database is back, if it was gone. Only a statement begun a moment after the
+        problem was noted counts: while a server shuts down, a statement on a
+        connection it has not closed yet may still go through."""
+        if self._problem is None or started_at < self._since + SETTLE_S:
             return
         with self._lock:
             was, self._problem = self._problem, None
@@ -202,6 +207,7 @@ class PoolGate:
         if at_most_s is not None:
             wait_s = at_most_s if wait_s is None else min(wait_s, at_most_s)
         pool = self._pool_getter()
+        started_at = time.monotonic()
         try:
             with pool.connection(timeout=wait_s) as conn:
                 self._connected_once = True
@@ -210,7 +216,7 @@ class PoolGate:
             if not (isinstance(exc, PoolTimeout) and _busy(pool)):
                 self.watch.failed(exc)
             raise
-        self.watch.answered()
+        self.watch.answered(started_at)
 
 
 def _busy(pool: ConnectionPool) -> bool:
