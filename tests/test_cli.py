@@ -208,6 +208,7 @@ def test_status_json_counts_known_contents(database_url, broker, conn, capsys):
         "success_rate_5m": pytest.approx(10 / 11),
         "paused": False,
         "max_running": None,
+        "prefetch": None,
         "actor_caps": {},
     }
     assert snap["totals"]["queued"] == 2 and snap["totals"]["done_60m"] == 20

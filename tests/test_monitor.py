@@ -188,6 +188,7 @@ def test_snapshot_figures_match_known_contents(conn, known_contents):
         "success_rate_5m": pytest.approx(105 / 111),
         "paused": False,
         "max_running": None,
+        "prefetch": None,
         "actor_caps": {},
     }
 

@@ -25,7 +25,14 @@ def test_pause_resume_and_cap_are_listed_and_honoured_by_the_claim(broker, capsy
     code, out, _ = run(capsys, "queue", "pause", "ocr", "--json", "--url", database_url)
     assert code == 0
     assert json.loads(out) == {
-        "ocr": {"paused": True, "max_running": None, "running": 0, "reserved": 0, "actors": {}}
+        "ocr": {
+            "paused": True,
+            "max_running": None,
+            "prefetch": None,
+            "running": 0,
+            "reserved": 0,
+            "actors": {},
+        }
     }
     assert broker.claim("ocr", 10) == []
 
@@ -34,6 +41,7 @@ def test_pause_resume_and_cap_are_listed_and_honoured_by_the_claim(broker, capsy
     assert json.loads(out)["ocr"] == {
         "paused": False,
         "max_running": 2,
+        "prefetch": None,
         "running": 0,
         "reserved": 0,
         "actors": {},
@@ -44,6 +52,40 @@ def test_pause_resume_and_cap_are_listed_and_honoured_by_the_claim(broker, capsy
     assert (json.loads(out)["ocr"]["running"], json.loads(out)["ocr"]["reserved"]) == (0, 2)
     run(capsys, "queue", "cap", "ocr", "none", "--url", database_url)
     assert len(broker.claim("ocr", 10)) == 3
+
+
+def test_queue_prefetch_is_listed_bounds_what_a_process_holds_and_can_be_removed(
+    broker, capsys, database_url
+):
+    @dramatiq.actor(queue_name="ocr")
+    def ocr_receipt(n):
+        pass
+
+    for n in range(6):
+        ocr_receipt.send(n)
+    code, out, _ = run(capsys, "queue", "prefetch", "ocr", "2", "--json", "--url", database_url)
+    assert code == 0 and json.loads(out)["ocr"]["prefetch"] == 2
+    consumer = broker.consume("ocr", prefetch=16, timeout=200)
+    try:
+        assert [next(consumer) is not None for _ in range(3)] == [True, True, False]
+        code, out, _ = run(
+            capsys, "queue", "prefetch", "ocr", "none", "--json", "--url", database_url
+        )
+        assert json.loads(out)["ocr"]["prefetch"] is None
+        assert next(consumer) is not None  # read again at the next poll interval
+    finally:
+        consumer.close()
+    code, _, err = run(capsys, "queue", "list", "--url", database_url)
+    assert code == 0
+
+
+def test_queue_prefetch_below_one_is_refused(capsys, database_url):
+    for bad in ("0", "-1", "many"):
+        try:
+            code = cli.main(["queue", "prefetch", "ocr", bad, "--url", database_url])
+        except SystemExit as exc:
+            code = exc.code
+        assert code == 2
 
 
 def test_hostile_queue_name_and_bad_cap_are_refused(capsys, database_url):
@@ -135,7 +177,14 @@ def test_reset_removes_the_pause_the_cap_and_the_actor_caps(broker, capsys, data
         assert (code, err) == (0, "")  # a queue with jobs is known: no warning
     code, out, _ = run(capsys, "queue", "reset", "ocr", "--json", "--url", database_url)
     assert json.loads(out) == {
-        "ocr": {"paused": False, "max_running": None, "running": 0, "reserved": 0, "actors": {}}
+        "ocr": {
+            "paused": False,
+            "max_running": None,
+            "prefetch": None,
+            "running": 0,
+            "reserved": 0,
+            "actors": {},
+        }
     }
     assert broker.claim_path("ocr") == "plain"
 
@@ -179,6 +228,7 @@ def test_queue_list_shows_every_known_queue(broker, capsys, database_url):
     assert listing["ocr"] == {
         "paused": False,
         "max_running": None,
+        "prefetch": None,
         "running": 0,
         "reserved": 0,
         "actors": {},

@@ -60,6 +60,7 @@ def test_queue_list_shows_every_known_queue(broker, conn, database_url, capsys):
     assert listing["withjobs"] == {
         "paused": False,
         "max_running": None,
+        "prefetch": None,
         "running": 1,
         "reserved": 1,
         "actors": {},

@@ -23,8 +23,10 @@ def start_dramatiq(
     threads: int,
     queues: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    log_path: Path | None = None,
 ) -> subprocess.Popen:
-    """The stock `dramatiq` CLI over `module` (importable from tests/), on `url`."""
+    """The stock `dramatiq` CLI over `module` (importable from tests/), on `url`; its
+    output goes to `log_path` when given."""
     environment = {
         **os.environ,
         "RECEIPTQ_DATABASE_URL": url,
@@ -35,14 +37,19 @@ def start_dramatiq(
                "--processes", str(processes), "--threads", str(threads)]  # fmt: skip
     if queues:
         command += ["--queues", *queues]
-    return subprocess.Popen(
-        command,
-        env=environment,
-        cwd=TESTS,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    output = subprocess.DEVNULL if log_path is None else open(log_path, "ab")
+    try:
+        return subprocess.Popen(
+            command,
+            env=environment,
+            cwd=TESTS,
+            start_new_session=True,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        if log_path is not None:
+            output.close()
 
 
 def start_workers(

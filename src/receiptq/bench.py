@@ -263,27 +263,32 @@ def run(args: argparse.Namespace) -> int:
     return 1 if any("error" in result for result in results) else 0
 
 
-_signalled: list[int] = []  # SIGTERMs received inside sigterm_exits()
+_signalled: list[int] = []  # SIGTERMs and SIGINTs received inside sigterm_exits()
 
 
 @contextmanager
 def sigterm_exits() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit at the next check_signals(), which every wait loop
-    calls, so that the finally blocks stop every subprocess. (Raising from the handler
-    itself could break off a query in the middle.)"""
+    """Turn SIGTERM and a first SIGINT (Ctrl-C) into SystemExit at the next
+    check_signals(), which every wait loop calls, so that the finally blocks stop
+    every subprocess. Raising from the handler itself could break off a query in the
+    middle (psycopg then warns "another command is already in progress" and the
+    connection is lost). A second Ctrl-C raises KeyboardInterrupt at once."""
 
     def handler(signum: int, frame: object) -> None:
+        if signum == signal.SIGINT and signal.SIGINT in _signalled:
+            raise KeyboardInterrupt
         _signalled.append(signum)
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
         _signalled.clear()
 
 
@@ -322,8 +327,10 @@ def start_dramatiq(
     threads: int,
     queues: list[str],
     log_path: Path,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start the real ``dramatiq`` CLI over ``module`` in a session of its own."""
+    """Start the real ``dramatiq`` CLI over ``module`` in a session of its own
+    (``env``: more environment variables)."""
     command = [
         sys.executable, "-m", "dramatiq", module,
         "--processes", str(processes),
@@ -336,7 +343,7 @@ def start_dramatiq(
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env=dict(os.environ, RECEIPTQ_DATABASE_URL=url),
+            env={**os.environ, "RECEIPTQ_DATABASE_URL": url, **(env or {})},
             start_new_session=True,  # its own process group: see stop_process()
         )
 

@@ -24,7 +24,7 @@ from typing import Any, Literal, cast
 
 import psycopg
 from dramatiq.broker import Broker, Consumer, MessageProxy
-from dramatiq.common import dq_name, q_name
+from dramatiq.common import dq_name, iter_queue, q_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware, Retries
@@ -45,7 +45,15 @@ from receiptq.pg.messages import (
     decode_message,
     job_row,
 )
-from receiptq.pg.pending_retries import UNAVAILABLE, PendingRetries
+from receiptq.pg.outage import (
+    SHUTDOWN_BUDGET_S,
+    Backoff,
+    DatabaseWatch,
+    PoolGate,
+    database_problem,
+    first_line,
+)
+from receiptq.pg.pending_retries import PendingRetries, database_away
 from receiptq.tiers import UNTIERED, StrideState, TierPolicy, quotas
 
 __all__ = ["JobProxy", "MessageError", "PostgresBroker"]
@@ -66,6 +74,10 @@ ClaimPath = Literal["locked", "fair", "plain"]
 DEFAULT_MAX_RETRIES = 20
 #: Option set on the message ``enqueue`` returns when its ``unique_key`` was taken.
 DUPLICATE_OPTION = "duplicate"
+#: A consumer's pauses while the database is gone or not migrated (s): growing from
+#: the first to the last, so that it claims again within ~2 s of the database's return.
+OUTAGE_PAUSE_FIRST_S = 0.1
+OUTAGE_PAUSE_MAX_S = 2.0
 
 
 class _DeliveryClock(Middleware):
@@ -96,6 +108,31 @@ def _warn_plain_retries() -> None:
         "RetryAfter are retried like any error and never dead-lettered at once; use "
         "receiptq.middleware.receiptq_middleware() (or BackoffRetries in place of Retries)"
     )
+
+
+class _WorkerFacts(Middleware):
+    """Tells the broker what its consumers need from the Dramatiq worker of this
+    process: how many threads it runs (a queue's own prefetch never exceeds them),
+    and that shutdown began. Declares the ``prefetch`` actor option (see
+    :meth:`PostgresBroker.queue_prefetch`)."""
+
+    actor_options = {"prefetch"}
+
+    def after_worker_boot(self, broker: Broker, worker: Any) -> None:
+        if isinstance(broker, PostgresBroker):
+            broker.worker_threads = worker.worker_threads
+            broker.stopping = False  # a broker may serve one worker after another
+            broker._open_gate()
+
+    def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        """Claim no more, and give back at once the jobs waiting in the worker's
+        memory. Dramatiq itself gives them back only once the running jobs are done,
+        which may be after a PaaS's grace period has run out and the process was
+        killed: then they would wait for their leases to expire."""
+        if isinstance(broker, PostgresBroker):
+            broker.stopping = True
+            waiting = [item.message for item in iter_queue(worker.work_queue)]
+            broker.give_back_early(m for m in waiting if isinstance(m, JobProxy))
 
 
 class PostgresBroker(Broker):
@@ -155,16 +192,25 @@ class PostgresBroker(Broker):
         self._lock = threading.RLock()  # the first heartbeat runs under it
         self._pid = os.getpid()
         self._pool: ConnectionPool | None = None
-        self._flusher = Flusher(self._get_pool, ack_flush_ms=self._ack_flush_ms)
+        self._flusher = Flusher(self._gated, ack_flush_ms=self._ack_flush_ms)
         self._pending_retries = PendingRetries(self._store_kept_retry)
         self._listener: Listener | None = None
         self._heartbeat: Heartbeat | None = None
         self._consumers: set[_PostgresConsumer] = set()
         self._retried: set[str] = set()  # message ids re-queued while being delivered here
-        self._in_flight: set[int] = set()  # job ids claimed here and not finished yet
+        self._in_flight: dict[int, str] = {}  # job id -> queue, claimed here, not finished
+        self._held: Counter[str] = Counter()  # per queue: len of its _in_flight entries
         self._started: dict[int, tuple[int, float]] = {}  # of those, started: (attempt, at)
+        self._unreturned: list[JobProxy] = []  # to give back at the end of the shutdown
+        self._watch = DatabaseWatch(self.url)
+        self._gate = PoolGate(self._get_pool, self._watch)
+        #: Threads of this process's Dramatiq worker (None: no worker booted here).
+        self.worker_threads: int | None = None
+        #: The worker's shutdown began.
+        self.stopping = False
         self._local = threading.local()
         self.add_middleware(_DeliveryClock())
+        self.add_middleware(_WorkerFacts())
         # A forked child (Dramatiq's worker processes) starts with no pool and no
         # threads of its parent: give it fresh ones, and an identity of its own.
         this = weakref.ref(self)
@@ -181,32 +227,44 @@ class PostgresBroker(Broker):
         self._lock = threading.RLock()  # the first heartbeat runs under it
         self._pid = os.getpid()
         self._pool = None
-        self._flusher = Flusher(self._get_pool, ack_flush_ms=self._ack_flush_ms)
+        self._flusher = Flusher(self._gated, ack_flush_ms=self._ack_flush_ms)
         self._pending_retries = PendingRetries(self._store_kept_retry)
         self._listener = None
         self._heartbeat = None
         self._consumers = set()
         self._retried = set()
-        self._in_flight = set()
+        self._in_flight = {}
+        self._held = Counter()
         self._started = {}
+        self._unreturned = []
+        self._watch = DatabaseWatch(self.url)
+        self._gate = PoolGate(self._get_pool, self._watch)
+        self.worker_threads = None
+        self.stopping = False
         self.worker_id = new_worker_id()
 
     def _flush_at_exit(self) -> None:
         """Write acks and statistics still buffered when the interpreter exits."""
         if self._pool is not None and self._pid == os.getpid():
+            self._gate.start_shutdown()
             self._flusher.close()
 
     # -- connections ------------------------------------------------------------------
 
     def _get_pool(self) -> ConnectionPool:
-        """This process's pool, opened on first use."""
+        """This process's pool, opened on first use (connecting in the background:
+        callers bound their own waits)."""
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
                     self._pool = db.open_pool(
-                        self.url, max_size=self.pool_max_size, generic_plans=True
+                        self.url, max_size=self.pool_max_size, generic_plans=True, wait=False
                     )
         return self._pool
+
+    def _gated(self) -> PoolGate:
+        """The pool as the worker's own parts use it (see :class:`PoolGate`)."""
+        return self._gate
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -398,10 +456,10 @@ class PostgresBroker(Broker):
     def _start_worker_services(self) -> None:
         with self._lock:
             if self.listen and self._listener is None:
-                self._listener = Listener(self.url, self._wake)
+                self._listener = Listener(self.url, self._wake, watch=self._watch)
             if self._heartbeat is None:
                 self._heartbeat = Heartbeat(
-                    self._get_pool,
+                    self._gated,
                     worker_id=self.worker_id,
                     lease_s=self.lease_s,
                     interval_s=max(self.lease_s / 3, 0.2),
@@ -432,12 +490,35 @@ class PostgresBroker(Broker):
             if message.job_id in self._in_flight:
                 self._started[message.job_id] = (message.attempt, message.started_at)
 
-    def _land(self, job_ids: Iterable[int]) -> None:
-        """These deliveries are over here: the heartbeat stops renewing their leases."""
+    def held(self, queue_name: str) -> int:
+        """Jobs of a queue this process claimed and has not finished: what its
+        prefetch bounds, whichever consumer claimed them and whichever acks them
+        (Dramatiq acks through the queue's current consumer, which after a consumer
+        error is a new one)."""
+        with self._lock:
+            return self._held[queue_name]
+
+    def _hold(self, queue_name: str, job_ids: Iterable[int]) -> None:
         with self._lock:
             for job_id in job_ids:
-                self._in_flight.discard(job_id)
+                if job_id not in self._in_flight:
+                    self._in_flight[job_id] = queue_name
+                    self._held[queue_name] += 1
+
+    def _land(self, job_ids: Iterable[int]) -> None:
+        """These deliveries are over here: the heartbeat stops renewing their leases,
+        and their slots are free again (each once, however often it is landed)."""
+        freed = set()
+        with self._lock:
+            for job_id in job_ids:
+                queue_name = self._in_flight.pop(job_id, None)
                 self._started.pop(job_id, None)
+                if queue_name is not None:
+                    self._held[queue_name] -= 1
+                    freed.add(queue_name)
+            consumers = [c for c in self._consumers if c.queue_name in freed]
+        for consumer in consumers:
+            consumer.slot_freed()
 
     def _wake(self, payload: str) -> None:
         """A notification: ``queue`` (a job is due now), ``later:queue`` (jobs were
@@ -474,7 +555,7 @@ class PostgresBroker(Broker):
         stride = stride if stride is not None else StrideState()
         if path == "plain":
             params = {**self._claim_params(queue_name, [UNTIERED], [limit]), "limit": limit}
-            with self._get_pool().connection() as conn:
+            with self._gate.connection() as conn:
                 return self._proxies(queue_name, db.fetch_all(conn, "job_claim_plain", params))
         classes = self.tier_policy.classes(stride.seen | stride.passes.keys())
         weights = [self.tier_policy.weight(c) for c in classes]
@@ -509,7 +590,7 @@ class PostgresBroker(Broker):
         self, queue_name: str, classes: list[str], counts: list[int]
     ) -> list[dict[str, Any]]:
         params = self._claim_params(queue_name, classes, counts)
-        with self._get_pool().connection() as conn:
+        with self._gate.connection() as conn:
             return db.fetch_all(conn, "job_claim_classes", params)
 
     def _claim_locked(
@@ -533,7 +614,7 @@ class PostgresBroker(Broker):
             "passes": passes,
             "weights": weights,
         }
-        with self._get_pool().connection() as conn:
+        with self._gate.connection() as conn:
             rows = db.fetch_all(conn, "job_claim_batch", params)
         if rows:
             by_class = dict(zip(classes, weights, strict=True))
@@ -543,11 +624,31 @@ class PostgresBroker(Broker):
     def claim_path(self, queue_name: str) -> ClaimPath:
         """How a queue's claims go: ``"locked"`` when it is paused or capped, else
         ``"fair"`` when it has queued jobs with a tier, else ``"plain"``."""
-        with self._get_pool().connection() as conn:
+        return self.claim_settings(queue_name)[0]
+
+    def claim_settings(self, queue_name: str) -> tuple[ClaimPath, int | None]:
+        """How a queue's claims go (see :meth:`claim_path`), and its prefetch setting
+        (``receiptq queue prefetch``; None: not set)."""
+        with self._gate.connection() as conn:
             row = db.fetch_one(conn, "queue_claim_path", {"queue": queue_name})
-        if row is None or row["restricted"]:
-            return "locked"
-        return "fair" if row["tiered"] else "plain"
+        if row is None:
+            return "locked", None
+        path: ClaimPath = "locked" if row["restricted"] else "fair" if row["tiered"] else "plain"
+        return path, row["prefetch"]
+
+    def queue_prefetch(self, queue_name: str) -> int | None:
+        """The smallest ``prefetch`` option of the actors declared on a queue (None:
+        none has one): the queue's own prefetch when its setting is not set.
+
+        ``@dramatiq.actor(queue_name="ocr", prefetch=1)``: each worker process holds
+        at most one job of the queue (claimed and not finished), so a process with
+        threads to spare takes the next one instead of a busy process hoarding it."""
+        options = [
+            actor.options["prefetch"]
+            for actor in self.actors.values()
+            if actor.queue_name == queue_name and actor.options.get("prefetch") is not None
+        ]
+        return min(options, default=None)
 
     def _proxies(self, queue_name: str, rows: list[dict[str, Any]]) -> list[JobProxy]:
         rows.sort(key=lambda r: (r["priority"], r["user_round"], r["run_at"], r["id"]))
@@ -565,17 +666,16 @@ class PostgresBroker(Broker):
             proxies.append(
                 JobProxy(message, job_id=row["id"], attempt=row["attempt"], due_at=row["due_at"])
             )
-        with self._lock:
-            self._in_flight.update(p.job_id for p in proxies)
+        self._hold(queue_name, (p.job_id for p in proxies))
         return proxies
 
     def tier_classes(self, queue_name: str) -> list[str]:
         """The tier classes ('' = no tier) that have jobs queued in a queue."""
-        with self._get_pool().connection() as conn:
+        with self._gate.connection() as conn:
             return [r["cls"] for r in db.fetch_all(conn, "job_tier_classes", {"queue": queue_name})]
 
     def seconds_until_due(self, queue_name: str) -> float | None:
-        with self._get_pool().connection() as conn:
+        with self._gate.connection() as conn:
             row = db.fetch_one(conn, "job_seconds_until_due", {"queue": queue_name})
         return None if row is None else row["seconds"]
 
@@ -604,7 +704,7 @@ class PostgresBroker(Broker):
             "attempt": message.attempt,
             "delay_s": max(delay_ms, 0) / 1000,
         }
-        with self._get_pool().connection() as conn:
+        with self._gate.connection() as conn:
             db.execute(conn, "job_postpone", params)
         message.postponed = True
         self._land([message.job_id])
@@ -618,13 +718,13 @@ class PostgresBroker(Broker):
         meanwhile; if the process dies, the lease brings the job back): returns
         True. False: ``error`` is something else, for the caller to raise.
         """
-        if not isinstance(error, UNAVAILABLE) or not isinstance(message, JobProxy):
+        if not database_away(error) or not isinstance(message, JobProxy):
             return False
         if self._pending_retries.keep(message.job_id, message, delay_ms):
             logger.warning(
                 "the database is unavailable (%s); the retry of message %s is kept here "
                 "and stored once it answers",
-                (str(error).strip().splitlines() or [type(error).__name__])[0],
+                first_line(error),
                 message.message_id,
             )
         # Else too many are kept: finish() leaves this one to its lease, and says so.
@@ -635,7 +735,7 @@ class PostgresBroker(Broker):
         then (no ack: the retry re-queued its row)."""
         row = self._row(cast(Message[Any], message), delay_ms)  # as Retries' enqueue gets it
         params = {**row.params(), "worker_id": self.worker_id}
-        with self._get_pool().connection() as conn:
+        with self._gate.connection() as conn:
             stored = db.fetch_one(conn, "job_enqueue", params)
         self._land([message.job_id])
         if stored is None:
@@ -691,8 +791,18 @@ class PostgresBroker(Broker):
         # The exception's own traceback: Retries' "traceback" option may be an earlier attempt's.
         tb = message.options.get("traceback") if exception is None else None
         self._land([message.job_id])
-        self._dead_letter(message.job_id, message.attempt, reason, exception, tb)
         self._retried.discard(message.message_id)
+        try:
+            self._dead_letter(message.job_id, message.attempt, reason, exception, tb)
+        except Exception as exc:
+            if database_problem(exc) is None:
+                raise
+            logger.warning(
+                "job %s was not dead-lettered (%s); it runs again once its lease expires",
+                message.job_id,
+                first_line(exc),
+            )
+            return
         run_ms, latency_ms = self._timings(message)
         self._flusher.finished(
             message.queue_name,
@@ -724,18 +834,61 @@ class PostgresBroker(Broker):
             else "message.fail() without an exception",
             "traceback": tb,
         }
-        with self._get_pool().connection() as conn:
+        with self._gate.connection() as conn:
             db.fetch_all(conn, "job_dead_letter", params)
 
-    def give_back(self, messages: Iterable[JobProxy]) -> None:
-        """Requeue deliveries that never started, without using up an attempt."""
+    def give_back_early(self, messages: Iterable[JobProxy]) -> None:
+        """Give back, as shutdown begins, the jobs waiting in the worker's memory; if
+        no connection comes within the shutdown's budget (the database is gone, or
+        the running jobs hold every pooled connection), try again at the end."""
+        messages = list(messages)
+        if not self.give_back(messages, at_most_s=SHUTDOWN_BUDGET_S, quiet=True):
+            with self._lock:
+                self._unreturned.extend(messages)
+
+    def last_words(self) -> None:
+        """Once the worker's shutdown reached its consumers (its threads are done):
+        every statement from now on shares the shutdown's budget, so that the process
+        exits in bounded time whatever the database does. Gives back what could not
+        be given back earlier."""
+        if self.stopping:
+            self._gate.start_shutdown()
+        with self._lock:
+            unreturned, self._unreturned = self._unreturned, []
+        self.give_back(unreturned)
+
+    def _open_gate(self) -> None:
+        """Waits for connections as in normal running again (a new worker, a reopened broker)."""
+        self._gate = PoolGate(self._get_pool, self._watch)
+
+    def give_back(
+        self, messages: Iterable[JobProxy], *, at_most_s: float | None = None, quiet: bool = False
+    ) -> bool:
+        """Requeue deliveries that never started, without using up an attempt; False
+        when the database could not be reached (within ``at_most_s``, if given): they
+        are then only let go, their leases run out and they are rescued, keeping their
+        place in line (nothing is lost; an attempt is used). ``quiet``: the caller
+        says what happens next."""
         messages = list(messages)
         if not messages:
-            return
+            return True
         self._land(m.job_id for m in messages)
         params = {"ids": [m.job_id for m in messages], "attempts": [m.attempt for m in messages]}
-        with self._get_pool().connection() as conn:
-            db.execute(conn, "job_requeue_unstarted", params)
+        try:
+            with self._gate.connection(at_most_s=at_most_s) as conn:
+                db.execute(conn, "job_requeue_unstarted", params)
+            return True
+        except Exception as exc:
+            if database_problem(exc) is None:
+                raise
+            if not quiet:
+                logger.warning(
+                    "could not give back %d claimed job(s) (%s); they run again once their "
+                    "leases expire",
+                    len(messages),
+                    first_line(exc),
+                )
+            return False
 
     # -- housekeeping -----------------------------------------------------------------
 
@@ -777,11 +930,16 @@ class PostgresBroker(Broker):
         return self._flusher.wait_idle(timeout)
 
     def close(self) -> None:
-        """Stop the background threads, write pending acks and stats, close the pool."""
+        """Stop the background threads, write pending acks and stats, close the pool.
+
+        Bounded in time whatever the database does: every statement of the shutdown
+        shares one budget (:data:`receiptq.pg.outage.SHUTDOWN_BUDGET_S`)."""
+        self._gate.start_shutdown()
         with self._lock:
             consumers = list(self._consumers)
         for consumer in consumers:
             consumer.close()
+        self.last_words()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -791,8 +949,9 @@ class PostgresBroker(Broker):
         self._pending_retries.close()  # before the flusher: a stored retry is counted by it
         self._flusher.close()
         if self._pool is not None:
-            self._pool.close()
+            self._pool.close(timeout=1.0)
         self._pool = None
+        self._open_gate()  # a reopened broker waits normally
         atexit.unregister(self._flush_at_exit)
 
 
@@ -820,10 +979,18 @@ class _DelayQueueConsumer(Consumer):
 class _PostgresConsumer(Consumer):
     """Hands out claimed jobs one by one; claims a new batch when enough slots are free.
 
-    ``prefetch`` bounds the deliveries this consumer holds (claimed and not yet
-    acked). It claims again only when the buffer is empty and at least a quarter
-    of the slots are free, so that a busy queue costs one claim per batch, not
-    one per job.
+    ``prefetch`` bounds the jobs of the queue this process holds (claimed and not
+    yet finished, counted by the broker: see :meth:`PostgresBroker.held`); a queue's
+    own prefetch (:meth:`_prefetch`) may bound it further. Claims come in batches: the
+    consumer claims again when a quarter of the slots are free, so that a busy queue
+    costs one claim per batch, not one per job. But when work arrived since its last
+    claim (a notification, or a poll interval without one), it claims for any free
+    slot at once: a job sent after a batch was claimed, and more urgent than what is
+    held, waits for one slot, not for a quarter of them (README, Architecture).
+
+    While the database is gone or not migrated the consumer does not raise (Dramatiq
+    would log a CRITICAL traceback and reopen it every few seconds): the broker's
+    watch says once what is wrong, and the consumer tries again after growing pauses.
     """
 
     def __init__(
@@ -833,8 +1000,6 @@ class _PostgresConsumer(Consumer):
         self.queue_name = queue_name
         self.prefetch = max(1, prefetch)
         self.timeout_s = timeout_ms / 1000
-        self.outstanding = 0
-        self._min_claim = max(1, self.prefetch // 4)
         self._stride = StrideState()
         self._classes_checked_at = 0.0
         # When the next scheduled job is due (monotonic), as last read, and when to
@@ -845,29 +1010,64 @@ class _PostgresConsumer(Consumer):
         # How claims go (see PostgresBroker.claim_path): re-read every poll
         # interval; a "tiered:" notification turns "plain" into "fair" at once.
         self._path: ClaimPath = "locked"
-        self._mode_read_at = -1e9
+        self._settings_read_at = -1e9
+        self._prefetch_setting: int | None = None  # receiptq queue prefetch
+        # Work may have arrived since the last claim (a notification came, or a poll
+        # interval passed): claim for any free slot.
+        self._news = True
+        self._claimed_at = -1e9
+        self._outage = Backoff(OUTAGE_PAUSE_FIRST_S, OUTAGE_PAUSE_MAX_S)
+        self._retry_at = 0.0  # while the database is gone: no claim before this
         self._buffer: deque[JobProxy] = deque()
-        self._lock = threading.Lock()
         self._wakeup = threading.Event()
         self._closed = False
+
+    @property
+    def outstanding(self) -> int:
+        """Jobs of this queue the process holds (claimed, not finished)."""
+        return self.broker.held(self.queue_name)
 
     def wake(self, *, scheduled: bool = False, tiered: bool = False) -> None:
         if scheduled:
             self._due_stale = True  # a job was scheduled: re-read when the next one is due
         if tiered and self._path == "plain":
             self._path = "fair"  # jobs with a tier arrived: share claims across tiers
+        self._news = True
         self._wakeup.set()
 
-    def _free_slots(self) -> int:
-        with self._lock:
-            return self.prefetch - self.outstanding
+    def _fresh(self) -> bool:
+        """Work may have arrived since the last claim."""
+        return self._news or time.monotonic() - self._claimed_at >= self.broker.poll_interval_s
 
-    def _release(self) -> None:
-        with self._lock:
-            self.outstanding -= 1
-            free = self.prefetch - self.outstanding
-        if free >= self._min_claim:
+    def slot_freed(self) -> None:
+        """A job of the queue finished (through whichever consumer)."""
+        if self._fresh() or self._free_slots() >= self._min_claim():
             self._wakeup.set()
+
+    def _prefetch(self) -> int:
+        """How many jobs of the queue the process may hold: Dramatiq's prefetch, or
+        the queue's own (its setting, else its actors' ``prefetch`` option), which
+        never exceeds the worker's threads: a slow job then never waits in one
+        process's memory while another process has a free thread."""
+        own = self._prefetch_setting
+        if own is None:
+            own = self.broker.queue_prefetch(self.queue_name)
+        if own is None:
+            return self.prefetch
+        return max(1, min(self.prefetch, own, self.broker.worker_threads or own))
+
+    def _min_claim(self) -> int:
+        return max(1, self._prefetch() // 4)
+
+    def _free_slots(self) -> int:
+        return self._prefetch() - self.broker.held(self.queue_name)
+
+    def _claim_size(self) -> int:
+        """How many jobs to claim now (0: none)."""
+        if self.broker.stopping or self.broker.throttled_reason() is not None:
+            return 0
+        free = self._free_slots()
+        return free if free >= self._min_claim() or (free > 0 and self._fresh()) else 0
 
     def __next__(self) -> MessageProxy | None:
         deadline = time.monotonic() + self.timeout_s
@@ -875,25 +1075,48 @@ class _PostgresConsumer(Consumer):
             if self._buffer:
                 return self._buffer.popleft()
             self._wakeup.clear()
-            free = self._free_slots()
-            wait_s = self.broker.poll_interval_s
-            throttled = self.broker.throttled_reason()
-            if throttled is None and free >= self._min_claim:
-                self._check_classes()
-                claimed = self.broker.claim(self.queue_name, free, self._stride, path=self._path)
-                if claimed:
-                    with self._lock:
-                        self.outstanding += len(claimed)
-                    self._buffer.extend(claimed)
-                    continue
-                due = self._seconds_until_due()
-                if due is not None:
-                    wait_s = min(wait_s, max(due, 0.001))
+            wait_s = self._claim_or_pause()
+            if wait_s is None:
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            self._wakeup.wait(min(wait_s, remaining))
+            if not self._wakeup.wait(min(wait_s, remaining)) and wait_s <= remaining:
+                self._news = True  # a job fell due
         return None
+
+    def _claim_or_pause(self) -> float | None:
+        """Claim into the buffer (None), or how long to wait before trying again."""
+        now = time.monotonic()
+        if now < self._retry_at:
+            return self._retry_at - now
+        try:
+            wait_s = self._claim()
+        except Exception as exc:
+            if database_problem(exc) is None:
+                raise
+            pause = self._outage.next()  # the broker's watch said what is wrong, once
+            self._retry_at = time.monotonic() + pause
+            self._news = True  # once it is back, claim for every free slot
+            return pause
+        self._outage.reset()
+        return wait_s
+
+    def _claim(self) -> float | None:
+        self._read_settings()
+        size = self._claim_size()
+        wait_s = self.broker.poll_interval_s
+        if size:
+            self._news = False
+            self._claimed_at = time.monotonic()
+            claimed = self.broker.claim(self.queue_name, size, self._stride, path=self._path)
+            if claimed:
+                self._buffer.extend(claimed)
+                return None
+            due = self._seconds_until_due()
+            if due is not None:
+                wait_s = min(wait_s, max(due, 0.001))
+        return wait_s
 
     def _seconds_until_due(self) -> float | None:
         """Seconds until the next scheduled job is due, read from the database at
@@ -907,41 +1130,40 @@ class _PostgresConsumer(Consumer):
             self._next_due = None if due is None else now + due
         return None if self._next_due is None else self._next_due - now
 
-    def _check_classes(self) -> None:
-        """Every poll interval, decide how to claim (see PostgresBroker.claim_path); now
-        and then, look for tier classes the policy does not name (so that jobs of
-        a tier removed from RECEIPTQ_TIERS still get claimed)."""
+    def _read_settings(self) -> None:
+        """Every poll interval, read how to claim (see PostgresBroker.claim_path) and
+        the queue's prefetch setting; now and then, look for tier classes the policy
+        does not name (so that jobs of a tier removed from RECEIPTQ_TIERS still get
+        claimed)."""
         now = time.monotonic()
-        if now - self._mode_read_at >= self.broker.poll_interval_s:
-            self._mode_read_at = now
-            self._path = self.broker.claim_path(self.queue_name)
+        if now - self._settings_read_at >= self.broker.poll_interval_s:
+            self._path, self._prefetch_setting = self.broker.claim_settings(self.queue_name)
+            self._settings_read_at = now
         if now - self._classes_checked_at >= CLASS_CHECK_INTERVAL_S:
-            self._classes_checked_at = now
             self._stride.seen = set(self.broker.tier_classes(self.queue_name))
+            self._classes_checked_at = now
 
     def ack(self, message: MessageProxy) -> None:
         assert isinstance(message, JobProxy)
         self.broker.finish(message)
-        self._release()
 
     def nack(self, message: MessageProxy) -> None:
         assert isinstance(message, JobProxy)
         self.broker.bury(message)
-        self._release()
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
-        proxies = [m for m in messages if isinstance(m, JobProxy)]
-        self.broker.give_back(proxies)
-        with self._lock:
-            self.outstanding -= len(proxies)
+        self.broker.last_words()
+        self.broker.give_back(m for m in messages if isinstance(m, JobProxy))
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self.broker.last_words()
         self._wakeup.set()
         buffered = list(self._buffer)
         self._buffer.clear()
+        self.broker._forget(self)
         try:
             self.broker.give_back(buffered)
         except Exception:
@@ -950,4 +1172,3 @@ class _PostgresConsumer(Consumer):
                 len(buffered),
                 exc_info=True,
             )
-        self.broker._forget(self)

@@ -114,10 +114,35 @@ def connect(url: str, **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
     return psycopg.connect(url, autocommit=True, row_factory=dict_row, **kwargs)
 
 
+#: How long one connection attempt may take when the URL does not say (s): a host that
+#: drops packets would otherwise hold a caller for the system's TCP timeout (minutes).
+CONNECT_TIMEOUT_S = 5
+#: How long the pool keeps retrying a lost connection on its own, with its growing
+#: pauses (1, 2, 4 s...), before it leaves reconnecting to the next caller's demand (s).
+#: Short, so that once the database is back the next caller connects at once instead of
+#: waiting out a pause that grew during a long outage.
+POOL_RECONNECT_S = 3.0
+
+
+def connect_timeout(url: str) -> dict[str, Any]:
+    """``connect_timeout`` for psycopg.connect, unless the URL sets its own."""
+    try:
+        if conninfo_to_dict(url).get("connect_timeout"):
+            return {}
+    except psycopg.ProgrammingError:
+        pass  # psycopg.connect says what is wrong with the URL
+    return {"connect_timeout": CONNECT_TIMEOUT_S}
+
+
 def open_pool(
-    url: str, *, max_size: int, name: str = "receiptq", generic_plans: bool = False
+    url: str,
+    *,
+    max_size: int,
+    name: str = "receiptq",
+    generic_plans: bool = False,
+    wait: bool = True,
 ) -> ConnectionPool:
-    """A pool of autocommit connections with dict rows, opened and ready.
+    """A pool of autocommit connections with dict rows, opened (and, with ``wait``, ready).
 
     ``generic_plans``: the sessions plan their prepared statements once
     (``plan_cache_mode = force_generic_plan``) instead of letting PostgreSQL's
@@ -125,6 +150,10 @@ def open_pool(
     are all index-driven with no ``%(x)s IS NULL OR ...`` filters (the broker's):
     there, re-planning the claim cost more than running it (measured: claims
     15-30 % faster with generic plans).
+
+    ``wait=False`` returns at once and connects in the background (a worker that
+    starts while the database is down must still stop promptly): callers then bound
+    their own waits with ``pool.connection(timeout=...)``.
     """
 
     def configure(conn: psycopg.Connection[Any]) -> None:
@@ -138,12 +167,13 @@ def open_pool(
         url,
         min_size=1,
         max_size=max_size,
-        kwargs={"autocommit": True, "row_factory": dict_row},
+        kwargs={"autocommit": True, "row_factory": dict_row, **connect_timeout(url)},
         configure=configure if generic_plans else None,
         name=name,
         open=False,
+        reconnect_timeout=POOL_RECONNECT_S,
     )
-    pool.open(wait=True, timeout=30)
+    pool.open(wait=wait, timeout=30)
     return pool
 
 

@@ -77,7 +77,7 @@ QUEUE_FIELDS = (
 )
 #: The settings of one queue, after its figures: paused, its cap (None: none), and
 #: its actor caps ``{actor: {"max_running", "running", "reserved"}}``.
-SETTING_FIELDS = ("paused", "max_running", "actor_caps")
+SETTING_FIELDS = ("paused", "max_running", "prefetch", "actor_caps")
 #: The live counts of a queue (and of a tier).
 LIVE_FIELDS = ("queued", "scheduled", "running", "reserved")
 
@@ -203,6 +203,7 @@ def queue_settings(
     return {
         "paused": bool(settings.get("paused")),
         "max_running": settings.get("max_running"),
+        "prefetch": settings.get("prefetch"),
         "actor_caps": {
             cap["actor"]: {key: cap[key] for key in ("max_running", "running", "reserved")}
             for cap in actor_caps
@@ -496,6 +497,7 @@ def queue_list(snap: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         name: {
             "paused": figures["paused"],
             "max_running": figures["max_running"],
+            "prefetch": figures["prefetch"],
             "running": figures["running"],
             "reserved": figures["reserved"],
             "actors": figures["actor_caps"],

@@ -1,5 +1,6 @@
-"""``receiptq queue``: pause, resume, cap and reset queues and actors (settings that
-every worker honours at claim time), and list every known queue.
+"""``receiptq queue``: pause, resume, cap and reset queues and actors, set a queue's
+prefetch (settings that every worker honours at claim time), and list every known
+queue.
 
 A setting on a queue never seen (no jobs, dead letters, statistics, settings or
 workers) is most likely a typo: it is stored, with a warning. A queue whose
@@ -60,12 +61,15 @@ def _set_cap(conn: Any, args: argparse.Namespace) -> int:
 
 
 def _change(conn: Any, args: argparse.Namespace) -> int:
-    """Apply a pause, resume or cap; an exit status (0: done)."""
+    """Apply a pause, resume, cap or prefetch; an exit status (0: done)."""
     params = {"queue": args.queue}
     if args.action == "pause":
         db.execute(conn, "queue_pause", params)
     elif args.action == "resume":
         db.execute(conn, "queue_resume", params)
+    elif args.action == "prefetch":
+        held = None if args.prefetch in ("none", "off") else int(args.prefetch)
+        db.execute(conn, "queue_set_prefetch", {**params, "prefetch": held})
     elif status := _set_cap(conn, args):
         return status
     db.execute(conn, "queue_settings_prune", params)
@@ -122,13 +126,14 @@ _COUNT_COLUMNS = ("max running", "running", "reserved")
 
 def _listing_tables(listing: dict[str, dict[str, Any]]) -> list[Table]:
     queues = Table(title="queues", caption="a cap counts running and reserved jobs")
-    for column in ("queue", "paused", *_COUNT_COLUMNS):
+    for column in ("queue", "paused", "prefetch", *_COUNT_COLUMNS):
         queues.add_column(column, justify="left" if column == "queue" else "right")
     caps = Table(title="actor caps")
     for column in ("queue", "actor", *_COUNT_COLUMNS):
         caps.add_column(column, justify="left" if column in ("queue", "actor") else "right")
     for name, q in listing.items():
-        queues.add_row(name, "yes" if q["paused"] else "no", *_counts(q))
+        prefetch = "-" if q["prefetch"] is None else str(q["prefetch"])
+        queues.add_row(name, "yes" if q["paused"] else "no", prefetch, *_counts(q))
         for actor, cap in q["actors"].items():
             caps.add_row(name, actor, *_counts(cap))
     if not listing:
@@ -139,6 +144,12 @@ def _listing_tables(listing: dict[str, dict[str, Any]]) -> list[Table]:
 def _counts(figures: dict[str, Any]) -> list[str]:
     limit = figures["max_running"]
     return ["-" if limit is None else str(limit), str(figures["running"]), str(figures["reserved"])]
+
+
+def _prefetch(text: str) -> str:
+    if text in ("none", "off") or (text.isdigit() and int(text) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid prefetch {text!r}: a whole number >= 1, or 'none'")
 
 
 def _cap(text: str) -> str:
@@ -168,6 +179,15 @@ def add_parser(subparsers: Any) -> None:
     cap.add_argument("max_running", type=_cap, help="a number, or 'none' to remove the cap")
     cap.add_argument(
         "--actor", default=None, help="cap only this actor's jobs on the queue (e.g. ocr_receipt)"
+    )
+    prefetch = actions.add_parser(
+        "prefetch",
+        help="each worker process holds at most N of the queue's jobs (and no more than "
+        "its threads): for queues whose jobs run long",
+    )
+    prefetch.add_argument("queue")
+    prefetch.add_argument(
+        "prefetch", type=_prefetch, help="a number >= 1, or 'none' for Dramatiq's prefetch"
     )
     actions.add_parser("list", help="every known queue, its settings and actor caps")
     for sub in actions.choices.values():

@@ -46,10 +46,17 @@ def queue_of(actor_name: str, prefix: str | None = None) -> str:
 OCR_QUEUE = queue_of("ocr_receipt")
 MATCHING_QUEUE = queue_of("match_receipt")
 EMAIL_QUEUE = queue_of("send_email")
+#: OCR jobs one worker process holds at most (claimed and not finished). Local
+#: RapidOCR already uses the process's share of the cores for one image: a second
+#: job would only wait in that process while another process sits idle. A hosted
+#: OCR service (RECEIPTQ_OCR_URL) waits on the network: Dramatiq's prefetch then.
+#: `receiptq queue prefetch ocr N` overrides this for every worker.
+OCR_PREFETCH = None if os.environ.get("RECEIPTQ_OCR_URL", "").strip() else 1
 
 
 @dramatiq.actor(
     queue_name=OCR_QUEUE,
+    prefetch=OCR_PREFETCH,
     breakers=("ocr",),
     max_retries=5,
     min_backoff_ms=500,

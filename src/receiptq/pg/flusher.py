@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from receiptq import db
+from receiptq.pg.outage import Backoff, database_problem, first_line
 from receiptq.stats import BUCKETS, bucket_of
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ DEFAULT_ACK_FLUSH_MS = 5
 DEFAULT_ACK_BATCH = 500
 #: How often the statistics are written (s).
 DEFAULT_STATS_FLUSH_S = 1.0
+#: Pauses between attempts to write acks that failed (s): growing from the first to
+#: the last (an ack must land before its job's lease runs out, so they stay short).
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 2.0
 
 
 @dataclass
@@ -175,16 +180,24 @@ class Flusher:
 
     def _write_acks(self) -> None:
         ids, attempts = self._take_acks()
+        pauses = Backoff(RETRY_FIRST_S, RETRY_MAX_S)
         while ids:
             try:
                 with self._pool_getter().connection() as conn:
                     db.execute(conn, "job_ack_batch", {"ids": ids, "attempts": attempts})
                 break
-            except Exception:
-                logger.exception("writing %d acks failed; retrying in 1 s", len(ids))
+            except Exception as exc:
                 if self._stopping:
+                    logger.warning(
+                        "%d acks were not written (%s); those jobs run again once their "
+                        "leases expire",
+                        len(ids),
+                        first_line(exc),
+                    )
                     return
-                time.sleep(1)
+                if database_problem(exc) is None:  # else the pool's watch said it once
+                    logger.exception("writing %d acks failed; retrying", len(ids))
+                time.sleep(pauses.next())
         with self._lock:
             if not self._ack_ids:
                 self._idle.set()
@@ -226,9 +239,30 @@ class Flusher:
         try:
             with self._pool_getter().connection() as conn:
                 db.execute_many(conn, "stats_add", rows)
-        except Exception:
-            # Statistics are for monitoring: losing one second of them beats blocking acks.
-            logger.exception("writing statistics failed; %d rows dropped", len(rows))
+        except Exception as exc:
+            gone = database_problem(exc) is not None
+            if gone and not self._stopping:
+                self._keep(stats)  # the database is gone for now: write them later
+                return
+            # Statistics are for monitoring: losing some beats blocking acks or shutdown.
+            logger.warning(
+                "writing statistics failed (%s); %d rows dropped",
+                first_line(exc),
+                len(rows),
+                exc_info=not gone,
+            )
+
+    def _keep(self, stats: dict[StatsKey, MinuteCounters]) -> None:
+        """Put counters that could not be written back, added to those counted since."""
+        with self._lock:
+            for key, old in stats.items():
+                counters = self._stats[key]
+                for name, value in vars(old).items():
+                    mine = getattr(counters, name)
+                    if isinstance(value, list):
+                        setattr(counters, name, [a + b for a, b in zip(mine, value, strict=True)])
+                    else:
+                        setattr(counters, name, mine + value)
 
     def close(self, timeout: float = 10.0) -> None:
         """Write everything pending and stop the thread."""

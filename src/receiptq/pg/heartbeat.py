@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from receiptq import db
+from receiptq.pg.outage import Backoff, database_problem
 from receiptq.pg.resources import Thresholds, sample_host, throttle_reason
 
 logger = logging.getLogger(__name__)
@@ -102,26 +103,37 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="receiptq-heartbeat", daemon=True)
         self._thread.start()
 
-    def _beat_logged(self) -> None:
+    def _beat_logged(self) -> bool:
+        """One beat; False when it failed. A database that is gone or not migrated
+        is said once by the pool's watch, not here at every beat."""
         try:
             self.beat()
-        except Exception:
-            logger.exception("heartbeat failed; retrying in %.1f s", self._interval_s)
+            return True
+        except Exception as exc:
+            if database_problem(exc) is None:
+                logger.exception("heartbeat failed; retrying")
+            return False
 
     def _run(self) -> None:
+        # After a failed beat, try again sooner (growing pauses up to the interval), so
+        # that the leases are renewed soon after the database is back, before they expire.
+        # Between beats, the started deliveries are written about once a second.
+        retry = Backoff(min(0.5, self._interval_s), self._interval_s)
         next_beat = time.monotonic() + self._interval_s
-        while not self._stop.wait(self._refresh_s):
-            if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + self._interval_s
-                self._beat_logged()
-            else:
+        while not self._stop.wait(max(0.0, min(self._refresh_s, next_beat - time.monotonic()))):
+            if time.monotonic() < next_beat:
                 self._refresh_logged()
+            elif self._beat_logged():
+                retry.reset()
+                next_beat = time.monotonic() + self._interval_s
+            else:
+                next_beat = time.monotonic() + retry.next()
 
     def _refresh_logged(self, status: WorkerStatus | None = None) -> None:
         try:
             self.refresh(status)
         except Exception as exc:
-            # Once until a write works again, not every second: the beat reports outages.
+            # Once until a write works again, not every second.
             if not self._refresh_failing:
                 logger.warning("could not write the started deliveries (%s); retrying", exc)
             self._refresh_failing = True
@@ -191,5 +203,7 @@ class Heartbeat:
         try:
             with self._pool_getter().connection() as conn:
                 db.execute(conn, "worker_remove", {"id": self.worker_id})
-        except Exception:
-            logger.warning("could not remove worker row %s", self.worker_id, exc_info=True)
+        except Exception as exc:
+            # A live worker's heartbeat forgets the row once it is stale.
+            quiet = database_problem(exc) is not None
+            logger.warning("could not remove worker row %s", self.worker_id, exc_info=not quiet)

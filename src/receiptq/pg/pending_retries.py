@@ -17,9 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-
 from receiptq.errors import DatabaseUnreachable
+from receiptq.pg.outage import UNREACHABLE, database_problem
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +26,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_LIMIT = 1000
 #: Pause between attempts to store the kept retries while the database is away (s).
 RETRY_INTERVAL_S = 0.5
-#: The errors that mean "the database is away": the driver's, or receiptq's one line for it.
-UNAVAILABLE = (psycopg.OperationalError, DatabaseUnreachable)
 
 
 @dataclass
@@ -37,6 +34,12 @@ class _Kept:
     delay_ms: int
     kept_at: float  # monotonic
     handed_over: bool = False
+
+
+def database_away(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is not there now (the driver's error, or
+    receiptq's one line for it): a retry that met it can be stored later."""
+    return isinstance(exc, DatabaseUnreachable) or database_problem(exc) == UNREACHABLE
 
 
 class PendingRetries:
@@ -94,11 +97,11 @@ class PendingRetries:
             waited_ms = int((time.monotonic() - kept.kept_at) * 1000)
             try:
                 self._store(kept.message, max(kept.delay_ms - waited_ms, 0))
-            except UNAVAILABLE:
-                with self._lock:  # still unavailable: try again later
-                    self._kept[job_id] = kept
-                return True
-            except Exception:
+            except Exception as exc:
+                if database_away(exc):
+                    with self._lock:  # still away: try again later
+                        self._kept[job_id] = kept
+                    return True
                 logger.exception(
                     "storing the kept retry of job %d failed; its lease brings it back", job_id
                 )

@@ -201,7 +201,8 @@ RETURNING id;
 
 -- name: job_requeue_unstarted
 -- Give back deliveries a worker claimed but never started (graceful shutdown):
--- queued again at once, and the attempt the claim counted is returned.
+-- queued again at once, and the attempt the claim counted is returned. run_at and
+-- the user round stay as they were, so each job keeps its place in line.
 UPDATE receiptq.jobs AS j
 SET state = 'queued',
     attempt = greatest(j.attempt - 1, 0),
@@ -244,7 +245,10 @@ WHERE j.id = held.id;
 -- name: job_rescue_expired
 -- Jobs whose worker stopped renewing the lease: back to queued, or to the dead
 -- letters once the attempts are used up. The calling worker's own deliveries in
--- flight are never rescued (its renewal may just be late). Returns how many of each.
+-- flight are never rescued (its renewal may just be late). A rescued job keeps its
+-- run_at and user round, so it goes back to the place in line it had when it was
+-- claimed (a job at the head of the line runs next), not behind the backlog sent
+-- while its worker was dying. Returns how many of each.
 WITH expired AS (
     SELECT id
     FROM receiptq.jobs
@@ -271,8 +275,7 @@ buried AS (
 ),
 requeued AS (
     UPDATE receiptq.jobs AS j
-    SET state = 'queued', run_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-        started_at = NULL
+    SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, started_at = NULL
     FROM expired
     WHERE j.id = expired.id AND NOT (j.max_attempts IS NOT NULL AND j.attempt >= j.max_attempts)
     RETURNING j.queue, j.actor

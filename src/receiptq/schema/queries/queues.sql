@@ -16,10 +16,10 @@ INSERT INTO receiptq.queue_settings AS s (queue, max_running) VALUES (%(queue)s,
 ON CONFLICT (queue) DO UPDATE SET max_running = excluded.max_running, updated_at = now();
 
 -- name: queue_settings_prune
--- Drop a queue's settings row once it holds nothing (running, no cap): a queue
--- without a row is running and uncapped, and a mistyped name leaves no trace.
+-- Drop a queue's settings row once it holds nothing (running, no cap, no prefetch):
+-- a queue without a row is running and uncapped, and a mistyped name leaves no trace.
 DELETE FROM receiptq.queue_settings
-WHERE queue = %(queue)s AND NOT paused AND max_running IS NULL;
+WHERE queue = %(queue)s AND NOT paused AND max_running IS NULL AND prefetch IS NULL;
 
 -- name: queue_reset
 -- Remove every setting of a queue: pause, cap and its actors' caps. Says how many
@@ -44,22 +44,29 @@ SELECT EXISTS (SELECT 1 FROM receiptq.jobs WHERE queue = %(queue)s)
        OR EXISTS (SELECT 1 FROM receiptq.workers WHERE %(queue)s = ANY (queues)) AS seen;
 
 -- name: queue_settings_list
--- Every queue's settings (pause, cap); the monitor adds the live counts.
-SELECT queue, paused, max_running, updated_at
+-- Every queue's settings (pause, cap, prefetch); the monitor adds the live counts.
+SELECT queue, paused, max_running, prefetch, updated_at
 FROM receiptq.queue_settings
 ORDER BY queue;
 
 -- name: queue_claim_path
 -- How a queue must be claimed: restricted (paused, capped, or with a capped
--- actor: through claim_jobs), and whether it has queued jobs with a tier (claims
--- shared across the classes).
+-- actor: through claim_jobs), whether it has queued jobs with a tier (claims
+-- shared across the classes), and its prefetch setting (migration 0008).
 SELECT EXISTS (SELECT 1 FROM receiptq.queue_settings AS s
                WHERE s.queue = %(queue)s AND (s.paused OR s.max_running IS NOT NULL))
        OR EXISTS (SELECT 1 FROM receiptq.actor_caps AS c WHERE c.queue = %(queue)s)
            AS restricted,
        EXISTS (SELECT 1 FROM receiptq.jobs AS j
                WHERE j.queue = %(queue)s AND j.state = 'queued'
-                 AND coalesce(j.tier, '') > '') AS tiered;
+                 AND coalesce(j.tier, '') > '') AS tiered,
+       (SELECT s.prefetch FROM receiptq.queue_settings AS s
+        WHERE s.queue = %(queue)s) AS prefetch;
+
+-- name: queue_set_prefetch
+-- Set (or, with NULL, remove) the jobs of a queue one worker process holds at most.
+INSERT INTO receiptq.queue_settings AS s (queue, prefetch) VALUES (%(queue)s, %(prefetch)s)
+ON CONFLICT (queue) DO UPDATE SET prefetch = excluded.prefetch, updated_at = now();
 
 -- name: actor_cap_set
 -- Cap the running jobs of one actor of a queue across all workers (claim_jobs

@@ -1,0 +1,81 @@
+"""The worker side's reading of database errors, its pauses, and what it says (pure:
+no database)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import psycopg
+import pytest
+from psycopg import errors
+from psycopg_pool import PoolTimeout
+
+from receiptq.pg.outage import (
+    NOT_MIGRATED,
+    SETTLE_S,
+    UNREACHABLE,
+    Backoff,
+    DatabaseWatch,
+    database_problem,
+    server_of,
+)
+
+URL = "postgresql://app:secret@db.internal:6543/receipts"
+
+
+@pytest.mark.parametrize(
+    ("exc", "problem"),
+    [
+        (psycopg.OperationalError("connection refused"), UNREACHABLE),
+        (PoolTimeout("couldn't get a connection after 2.00 sec"), UNREACHABLE),
+        (errors.AdminShutdown("terminating connection"), UNREACHABLE),
+        (errors.CannotConnectNow("the database system is starting up"), UNREACHABLE),
+        (errors.UndefinedTable('relation "receiptq.queue_settings" does not exist'), NOT_MIGRATED),
+        (errors.UndefinedColumn('column "prefetch" does not exist'), NOT_MIGRATED),
+        (errors.DeadlockDetected("deadlock detected"), None),
+        (errors.QueryCanceled("canceling statement due to statement timeout"), None),
+        (errors.UniqueViolation("duplicate key"), None),
+        (ValueError("a bug"), None),
+    ],
+)
+def test_errors_that_mean_the_database_is_gone_or_not_migrated_are_told_apart(exc, problem):
+    assert database_problem(exc) == problem
+
+
+def test_pauses_grow_to_their_ceiling_and_start_over_after_a_success():
+    pauses = Backoff(0.1, 1.0)
+    assert [pauses.next() for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    pauses.reset()
+    assert pauses.next() == 0.1
+
+
+def test_server_is_named_without_the_password():
+    assert server_of(URL) == "db.internal:6543/receipts"
+
+
+def test_watch_says_once_that_the_database_is_gone_and_once_that_it_is_back(caplog):
+    watch = DatabaseWatch(URL)
+    with caplog.at_level(logging.WARNING, logger="receiptq.pg.outage"):
+        for _ in range(5):
+            assert watch.failed(psycopg.OperationalError("connection refused"))
+        watch.answered(time.monotonic() - 1)  # began before the outage: proves nothing
+        assert watch.problem == UNREACHABLE
+        watch.answered(time.monotonic() + SETTLE_S)
+        watch.answered(time.monotonic() + SETTLE_S)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert lines[0].startswith("waiting for the database at db.internal:6543/receipts")
+    assert "secret" not in lines[0]
+    assert "answers again" in lines[1]
+    assert watch.problem is None
+
+
+def test_watch_tells_to_migrate_and_leaves_other_errors_to_the_caller(caplog):
+    watch = DatabaseWatch(URL)
+    with caplog.at_level(logging.WARNING, logger="receiptq.pg.outage"):
+        assert not watch.failed(errors.UniqueViolation("duplicate key"))
+        assert watch.failed(errors.UndefinedTable('relation "receiptq.jobs" does not exist'))
+        assert watch.failed(errors.UndefinedTable('relation "receiptq.jobs" does not exist'))
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "is not migrated" in line and "run `receiptq db migrate`" in line
