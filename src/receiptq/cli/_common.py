@@ -90,12 +90,14 @@ def worker_options(
     )
 
 
-def command_group(subparsers: Any, name: str, help: str, dest: str | None = None) -> Any:
+def command_group(
+    subparsers: Any, name: str, help: str, dest: str | None = None, metavar: str = "COMMAND"
+) -> Any:
     """Register ``receiptq NAME COMMAND ...``; the subparsers its commands go on
     (the chosen command in ``args.<dest>``, by default ``<name>_command``)."""
     parser = subparsers.add_parser(name, help=help)
     dest = dest or f"{name.replace('-', '_')}_command"
-    return parser.add_subparsers(dest=dest, required=True, metavar="COMMAND")
+    return parser.add_subparsers(dest=dest, required=True, metavar=metavar)
 
 
 def add_command(

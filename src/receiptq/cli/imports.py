@@ -185,7 +185,11 @@ def _identifier(what: str, *, empty_ok: bool = False) -> Any:
 def add_parser(subparsers: Any) -> None:
     """Register ``receiptq import``."""
     sources = command_group(
-        subparsers, "import", "bring messages over from another broker", dest="import_source"
+        subparsers,
+        "import",
+        "bring messages over from another broker",
+        dest="import_source",
+        metavar="SOURCE",
     )
     dpg = add_command(
         sources,
