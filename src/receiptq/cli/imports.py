@@ -184,13 +184,8 @@ def _identifier(what: str, *, empty_ok: bool = False) -> Any:
 
 def add_parser(subparsers: Any) -> None:
     """Register ``receiptq import``."""
-    sources = command_group(
-        subparsers,
-        "import",
-        "bring messages over from another broker",
-        dest="import_source",
-        metavar="SOURCE",
-    )
+    what = "bring messages over from another broker"
+    sources = command_group(subparsers, "import", what, dest="import_source", metavar="SOURCE")
     dpg = add_command(
         sources,
         "dramatiq-pg",

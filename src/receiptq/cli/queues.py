@@ -115,12 +115,8 @@ def _cap(text: str) -> int | None:
 
 def add_parser(subparsers: Any) -> None:
     """Register ``receiptq queue``."""
-    actions = command_group(
-        subparsers,
-        "queue",
-        "pause, resume or cap queues (honoured by every worker at claim time)",
-        dest="action",
-    )
+    what = "pause, resume or cap queues (honoured by every worker at claim time)"
+    actions = command_group(subparsers, "queue", what, dest="action")
     parents = [data_options("print JSON")]
     for name, text in (
         ("pause", "stop handing out the queue's jobs; sends are still accepted"),
