@@ -12,6 +12,7 @@ import pytest
 from psycopg import sql
 
 from receiptq import bench
+from receiptq.cli import bench as bench_command
 
 DRAIN_KEYS = {
     "peer", "workload", "jobs", "version", "consumers", "enqueued", "enqueue_s",
@@ -29,7 +30,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="receiptq")
     parser.add_argument("--url", default=None)
     sub = parser.add_subparsers(dest="command", required=True)
-    bench.add_parser(sub)
+    bench_command.add_parser(sub)
     return parser.parse_args(argv)
 
 

@@ -13,6 +13,9 @@ import pytest
 from dramatiq.message import Message
 
 from receiptq import cli, db
+from receiptq.cli import status as status_command
+from receiptq.cli._common import parse_duration
+from receiptq.cli.process import dramatiq_command
 from receiptq.stats import BUCKETS
 
 RECEIPTQ = Path(sys.executable).with_name("receiptq")
@@ -77,17 +80,17 @@ def unfinished(conn, queue):
     ],
 )
 def test_parse_duration_reads_a_number_and_a_unit(text, expected):
-    assert cli.parse_duration(text) == expected
+    assert parse_duration(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "30", "h", "1.5h", "-2h", "2w", "2 hours", "1h30m", "9" * 20])
 def test_parse_duration_refuses_anything_else(text):
     with pytest.raises(ValueError, match="duration"):
-        cli.parse_duration(text)
+        parse_duration(text)
 
 
 def test_dramatiq_command_runs_the_stock_cli_over_the_modules():
-    command = cli.dramatiq_command(["receiptq.actors"], ["default", "ocr"], 1, 4)
+    command = dramatiq_command(["receiptq.actors"], ["default", "ocr"], 1, 4)
     assert command == [
         sys.executable,
         "-m",
@@ -101,7 +104,7 @@ def test_dramatiq_command_runs_the_stock_cli_over_the_modules():
         "default",
         "ocr",
     ]
-    assert "--queues" not in cli.dramatiq_command(["m"], [], 2, 8)
+    assert "--queues" not in dramatiq_command(["m"], [], 2, 8)
 
 
 # -- db migrate -----------------------------------------------------------------------
@@ -232,7 +235,7 @@ def test_status_watch_redraws_until_ctrl_c(database_url, capsys, monkeypatch, as
         if len(pauses) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_pause", pause)
+    monkeypatch.setattr(status_command, "_pause", pause)
     argv = ["status", "--watch", "--interval-s", "0.25", "--url", database_url]
     code, out, _ = run(capsys, *argv, *(["--json"] if as_json else []))
     assert code == 0

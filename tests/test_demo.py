@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from receiptq import db, demo
+from receiptq import db
+from receiptq.cli import demo as demo_command
 from receiptq.services import receipts
 
 
@@ -16,7 +17,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="receiptq")
     parser.add_argument("--url", default=None)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo.add_parser(sub)
+    demo_command.add_parser(sub)
     return parser.parse_args(argv)
 
 

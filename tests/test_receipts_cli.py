@@ -96,7 +96,7 @@ def test_where_a_receipt_is_reads_as_a_sentence():
     matched = {"status": "notified", "transaction_id": 4, "transaction_description": "CARD CAFE",
                "transaction_amount": "4.30", "transaction_currency": "GBP",
                "transaction_posted_on": "2026-03-15", "score": 0.9712, "reason": None}  # fmt: skip
-    from receiptq.receipts_cli import where
+    from receiptq.cli.receipts import where
 
     assert where(matched) == (
         "notified: matched to transaction 4 (CARD CAFE, 4.30 GBP on 2026-03-15), score 0.97"

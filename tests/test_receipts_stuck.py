@@ -195,7 +195,7 @@ def test_dead_lettered_and_jobless_receipts_are_stuck_until_retried(url, conn, s
 
 
 def test_where_a_stuck_receipt_is_reads_as_a_sentence():
-    from receiptq.receipts_cli import where
+    from receiptq.cli.receipts import where
 
     dead = {"dead_letter_id": 7, "actor": "match_receipt", "error": "OSError: gone"}
     assert where({"status": "read", "stuck": dead}) == (

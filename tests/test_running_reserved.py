@@ -15,6 +15,7 @@ from rich.console import Console
 
 from receiptq import cli, db, demo, monitor
 from receiptq.broker import PostgresBroker
+from receiptq.cli.status_views import status_view
 from receiptq.pg.heartbeat import Heartbeat, WorkerStatus
 from tests_support import start_deliveries, start_dramatiq, stop, wait_until
 from web_helpers import send
@@ -207,7 +208,7 @@ def test_status_and_demo_tables_show_running_and_reserved_apart(broker, conn):
     start_deliveries(broker, started)
     snap = monitor.snapshot(conn)
 
-    status = render(cli.status_view(snap))
+    status = render(status_view(snap))
     assert "Reserved" in status and "not started" in status
     ocr_row = next(line for line in status.splitlines() if line.startswith(f"│ {queue} "))
     assert [cell.strip() for cell in ocr_row.split("│")[2:6]] == ["1", "0", "1", "2"]

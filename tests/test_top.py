@@ -8,7 +8,7 @@ import time
 from rich.console import Console
 
 from receiptq import cli, monitor
-from receiptq.web.top import top_view
+from receiptq.cli.status_views import top_view
 from tests_support import start_deliveries
 from web_helpers import send
 

@@ -126,110 +126,7 @@ class Settings:
     rounds: int = 3
 
 
-# --- command line ------------------------------------------------------------------------
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (also used by ``receiptq demo``)."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def _workloads(text: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = [name for name in names if name not in WORKLOADS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown workload {', '.join(unknown) or text!r}; known: {', '.join(WORKLOADS)}"
-        )
-    return names
-
-
-def _database_name(text: str) -> str:
-    if not DATABASE_NAME.match(text):
-        raise argparse.ArgumentTypeError(
-            f"invalid database name {text!r}: letters, digits and '_', at most 63"
-        )
-    return text
-
-
-def _add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--workload",
-        type=_workloads,
-        default=DEFAULT_WORKLOADS,
-        metavar="drain,steady,tiers,users",
-        help="comma-separated workloads (default: drain,steady)",
-    )
-    parser.add_argument(
-        "--jobs",
-        type=positive_int,
-        default=20_000,
-        help="drain: jobs; tiers, users: jobs per drain (default 20000)",
-    )
-    parser.add_argument(
-        "--seconds",
-        type=_positive_float,
-        default=15.0,
-        help="steady: length of the window in seconds (default 15)",
-    )
-    parser.add_argument(
-        "--rounds",
-        type=positive_int,
-        default=3,
-        help="tiers: pairs of drains, plain then fair, compared by their medians (default 3)",
-    )
-    parser.add_argument(
-        "--processes", type=positive_int, default=2, help="dramatiq worker processes (default 2)"
-    )
-    parser.add_argument(
-        "--threads", type=positive_int, default=8, help="threads per worker process (default 8)"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=120.0,
-        help="hard limit per workload in seconds (tiers: per drain); partial figures are "
-        "printed (default 120)",
-    )
-    parser.add_argument(
-        "--database",
-        type=_database_name,
-        default=DEFAULT_DATABASE,
-        help=f"benchmark database, dropped and created on the URL's server "
-        f"(default {DEFAULT_DATABASE})",
-    )
-    parser.add_argument("--json", action="store_true", help="JSON lines only, no table")
-
-
-def add_parser(subparsers: Any) -> None:
-    """Register ``receiptq bench`` on the CLI's subparsers."""
-    parser = subparsers.add_parser(
-        "bench",
-        help="benchmark receiptq: the peers' drain and steady workloads, and tiers",
-        description="Run the peer benchmark's two workloads on receiptq, with real "
-        "`dramatiq` worker processes: drain (enqueue N no-op jobs, then time the workers "
-        "until all ran) and steady (a producer enqueues batches of 10 for T seconds; "
-        "throughput and enqueue-to-start latency); with --workload tiers also the fair "
-        "share each tier receives under saturation, its wait, and the throughput cost "
-        "of fairness against plain priority ordering. Each workload starts from a fresh "
-        "database on the URL's server. One JSON line per workload, then a table.",
-    )
-    _add_options(parser)
-    # The CLI has a global --url; SUPPRESS keeps this one from overwriting it.
-    parser.add_argument(
-        "--url", default=argparse.SUPPRESS, help="PostgreSQL server URL (default: as configured)"
-    )
-    parser.set_defaults(func=run)
+# --- the command (its options: receiptq.cli.bench) -----------------------------------
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -959,16 +856,15 @@ def users_table(r: dict[str, Any]) -> Table:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m receiptq.bench``: the benchmark without the CLI (and its producer)."""
-    parser = argparse.ArgumentParser(prog="python -m receiptq.bench", description=__doc__)
-    _add_options(parser)
-    parser.add_argument("--url", default=None, help="PostgreSQL server URL")
-    parser.add_argument("--produce", action="store_true", help=argparse.SUPPRESS)  # internal
+    """``python -m receiptq.bench --produce``: the steady workload's producer process.
+    (The benchmark itself is ``receiptq bench``, or ``python -m receiptq bench``.)"""
+    parser = argparse.ArgumentParser(prog="python -m receiptq.bench", description=main.__doc__)
+    parser.add_argument("--produce", action="store_true", required=True)
+    parser.add_argument("--url", default=None, help="PostgreSQL URL of the bench database")
+    parser.add_argument("--seconds", type=float, required=True, help="how long to produce")
     args = parser.parse_args(argv)
-    if args.produce:
-        # The producer holds nothing that needs cleaning up: SIGTERM just ends it.
-        return produce(database_url(args.url), args.seconds)
-    return run(args)
+    # The producer holds nothing that needs cleaning up: SIGTERM just ends it.
+    return produce(database_url(args.url), args.seconds)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ from rich.table import Table
 
 from receiptq import db, embedded, extras, monitor
 from receiptq import demo_database as place
-from receiptq.bench import check_signals, log_tail, positive_int, sigterm_exits, stop_process
+from receiptq.bench import check_signals, log_tail, sigterm_exits, stop_process
 from receiptq.broker import PostgresBroker
 from receiptq.config import receiptq_home
 from receiptq.demo_database import DEMO_DOMAIN, MARK_OPTION, DemoRefused, describe
@@ -82,75 +82,6 @@ MAX_BACKOFF_MS = 2_000
 POLL_S = 0.25
 STOP_GRACE_S = 20.0
 COUNTERS = ("enqueued", "succeeded", "failed", "retried", "dead_lettered", "postponed")
-
-
-# --- command line ------------------------------------------------------------------------
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
-    return value
-
-
-def add_parser(subparsers: Any) -> None:
-    """Register ``receiptq demo`` on the CLI's subparsers."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="run the receipt pipeline end to end on real workers (embedded PostgreSQL by default)",
-        description="Generate receipt images and bank transactions, submit the receipts, run "
-        "real `dramatiq` worker processes (OCR -> matching -> email to a local SMTP sink) with a "
-        "live view, and check the outcome against the generated truth. It runs in a database of "
-        "its own: without a database URL the embedded PostgreSQL under RECEIPTQ_HOME (default "
-        "~/.receiptq; stopped at the end if the demo started it), with one a database named "
-        "receiptq_demo on that server (created if missing). It never touches data it did not "
-        "create, and refuses a database that holds others' jobs, dead letters or receipts "
-        "unless --allow-existing-data. Worker log and summary: RECEIPTQ_HOME/demo/<run>/.",
-    )
-    parser.add_argument(
-        "--receipts", type=positive_int, default=40, help="receipts to generate (default 40)"
-    )
-    parser.add_argument(
-        "--workers", type=positive_int, default=2, help="worker processes (default 2)"
-    )
-    parser.add_argument(
-        "--threads", type=positive_int, default=4, help="threads per worker process (default 4)"
-    )
-    parser.add_argument(
-        "--fail-rate",
-        type=_rate,
-        default=0.1,
-        help="probability that one OCR or SMTP call fails (default 0.1): retries with backoff; "
-        "a run of failures opens the service's circuit breaker",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=300.0,
-        help="give up (exit 1) when the receipts are not all done after this many seconds "
-        "(default 300)",
-    )
-    parser.add_argument(
-        "--in-place",
-        action="store_true",
-        help="run in the URL's database itself instead of a receiptq_demo database next to it",
-    )
-    parser.add_argument(
-        "--allow-existing-data",
-        action="store_true",
-        help="run even when the database holds jobs, dead letters or receipts the demo did not "
-        "create; it still reads, counts and deletes only its own",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="seed of the generated data")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    # The CLI has a global --url; SUPPRESS keeps this one from overwriting it.
-    parser.add_argument(
-        "--url",
-        default=argparse.SUPPRESS,
-        help="PostgreSQL URL (default: as configured, else the embedded PostgreSQL)",
-    )
-    parser.set_defaults(func=run)
 
 
 # --- figures -----------------------------------------------------------------------------

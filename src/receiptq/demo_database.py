@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from receiptq import db, embedded
+from receiptq import db, dead_letters, embedded
 from receiptq.config import configured_database_url, embedded_database_url
 from receiptq.services import receipts
 
@@ -111,7 +111,7 @@ def foreign_data(url: str) -> dict[str, int]:
         if present.get("jobs"):
             found["jobs"] = _count(conn, "demo_foreign_jobs")
         if present.get("dead_letters"):
-            found["dead letters"] = _count(conn, "demo_foreign_dead_letters")
+            found["dead letters"] = dead_letters.count_without_option(conn, MARK_OPTION)
         if present.get("receipts"):
             found["receipts"] = _count(conn, "demo_foreign_receipts", {"domain": DEMO_DOMAIN})
     if "receipts" not in found and receipts.tables_of_0_1(url):
@@ -147,7 +147,7 @@ def clear_previous(conn: psycopg.Connection[Any]) -> None:
                   "app_delete_transactions_of_domain", "app_delete_users_of_domain"):  # fmt: skip
         db.execute(conn, query, {"domain": DEMO_DOMAIN})
     db.execute(conn, "demo_jobs_delete")
-    db.execute(conn, "demo_dead_letters_delete")
+    dead_letters.purge(conn, with_option=MARK_OPTION)
 
 
 def run_jobs(conn: psycopg.Connection[Any], run_id: str) -> dict[str, dict[str, int]]:
@@ -158,5 +158,4 @@ def run_jobs(conn: psycopg.Connection[Any], run_id: str) -> dict[str, dict[str, 
 
 def run_dead_letters(conn: psycopg.Connection[Any], run_id: str) -> dict[str, int]:
     """A run's dead letters, per queue."""
-    rows = db.fetch_all(conn, "demo_run_dead_letters", {"run": run_id})
-    return {row["queue"]: int(row["dead"]) for row in rows}
+    return dead_letters.count_by_queue(conn, option=MARK_OPTION, value=run_id)

@@ -41,7 +41,7 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from receiptq import db
+from receiptq import breakers, db, dead_letters, queues
 from receiptq.config import env_float
 from receiptq.stats import add_histograms, empty_histogram, histogram_percentile
 
@@ -253,31 +253,15 @@ def snapshot(
     with one_reading(source):
         now = now or db_now(source)
         live = live_by(live_counts(source, now), "queue")
-        dead = {r["queue"]: r["dead"] for r in db.fetch_all(source, "dead_letter_count_by_queue")}
+        dead = dead_letters.count_by_queue(source)
         since = window_start(now, max(WINDOWS_MIN))
         stats = window_stats(db.fetch_all(source, "stats_since", {"since": since}), now)
-        settings = {r["queue"]: r for r in db.fetch_all(source, "queue_settings_list")}
-        actor_caps = db.fetch_all(source, "actor_caps_list")
+        settings = (queues.settings(source), queues.actor_caps(source))
         workers = db.fetch_all(source, "worker_list", {"now": now})
-        breakers = db.fetch_all(source, "breaker_list")
-    caps: dict[str, list[dict[str, Any]]] = {}
-    for cap in actor_caps:
-        caps.setdefault(cap["queue"], []).append(cap)
-    snap = _assemble(live, dead, stats, (settings, caps), workers, now, alive_s)
-    snap["breakers"] = [breaker_figures(row) for row in breakers]
+        breaker_list = breakers.listing(source)
+    snap = _assemble(live, dead, stats, settings, workers, now, alive_s)
+    snap["breakers"] = breaker_list
     return snap
-
-
-def breaker_figures(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One circuit breaker as shown; ``closes_at``: when an open one may half-open."""
-    return {
-        "name": row["name"],
-        "state": row["state"],
-        "fail_counter": row["fail_counter"],
-        "fail_max": row["fail_max"],
-        "opened_at": _iso(row["opened_at"]),
-        "closes_at": _iso(row["closes_at"]),
-    }
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any
 import dramatiq
 import psycopg
 
-from receiptq import db
+from receiptq import db, dead_letters
 from receiptq.actors import broker
 from receiptq.broker import PostgresBroker
 from receiptq.config import validate_queue_name
@@ -187,7 +187,7 @@ def retry_receipt(receipt_id: int, *, broker: PostgresBroker = broker) -> dict[s
         receipt = receipts.lock_stuck_receipt(conn, receipt_id)
         stuck = receipt["stuck"]
         if stuck["dead_letter_id"] is not None:
-            receipts.requeue_dead_letter(conn, stuck["dead_letter_id"])
+            dead_letters.retry(conn, ids=[stuck["dead_letter_id"]])
         else:
             user = receipts.get_user(conn, receipt["user_id"])
             first = "ocr_receipt" if receipt["status"] == "uploaded" else "match_receipt"

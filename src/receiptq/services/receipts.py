@@ -212,11 +212,6 @@ def lock_stuck_receipt(conn: psycopg.Connection[Any], receipt_id: int) -> dict[s
     raise NotStuck(f"receipt {receipt_id} is not stuck: {why}")
 
 
-def requeue_dead_letter(conn: psycopg.Connection[Any], dead_letter_id: int) -> None:
-    """Put one dead letter back in its queue as a fresh series of attempts."""
-    db.fetch_all(conn, "dead_letter_retry", {"all": False, "ids": [dead_letter_id], "actor": None})
-
-
 def status_counts(conn: psycopg.Connection[Any], ids: list[int] | None = None) -> dict[str, int]:
     """How many receipts (all, or those with ``ids``) are in each status, and ``stuck``:
     a stuck receipt counts as stuck, not in its status, so the counts add up to the

@@ -35,7 +35,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from receiptq import db, monitor
+from receiptq import db, dead_letters, jsonable, monitor
 from receiptq.web.metrics import PostgresCollector
 from receiptq.web.sampler import DEFAULT_SAMPLE_INTERVAL_S, DepthSampler
 from receiptq.web.security import AccessGuard, csrf_problem
@@ -63,13 +63,7 @@ class JSON(JSONResponse):
     """JSON with datetimes as ISO text."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, default=_json_default, separators=(",", ":")).encode()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
+        return json.dumps(content, default=jsonable.default, separators=(",", ":")).encode()
 
 
 def _error(message: str, status: int) -> JSON:
@@ -152,15 +146,17 @@ def create_app(
             limit = parse_limit(request.query_params.get("limit"))
         except ValueError as exc:
             return _error(str(exc), 400)
-        params = {
-            "actor": request.query_params.get("actor") or None,
-            "error": request.query_params.get("error") or None,
-            "limit": limit,
-        }
-        rows = await run_in_threadpool(read, _fetch_all, "dead_letter_search", params)
+        actor = request.query_params.get("actor") or None
+        error = request.query_params.get("error") or None
+        rows = await run_in_threadpool(
+            read, lambda conn: dead_letters.search(conn, actor=actor, error=error, limit=limit)
+        )
         return JSON({"dead_letters": rows})
 
-    async def action(request: Request, query: str) -> tuple[list[int], list[int]] | Response:
+    async def action(
+        request: Request, act: Callable[..., list[int]]
+    ) -> tuple[list[int], list[int]] | Response:
+        """Retry or purge the dead letters a request names: (done, skipped)."""
         problem = csrf_problem(request, csrf_secret)
         if problem is not None:
             return _error(problem, 403)
@@ -168,19 +164,17 @@ def create_app(
             ids = parse_ids(await request.json())
         except ValueError as exc:  # includes malformed JSON
             return _error(str(exc), 400)
-        params = {"all": False, "ids": ids, "actor": None, "before": None}
-        rows = await run_in_threadpool(read, _fetch_all, query, params)
-        done = sorted(row["id"] for row in rows)
+        done = await run_in_threadpool(read, lambda conn: act(conn, ids=ids))
         return done, sorted(set(ids) - set(done))
 
     async def api_retry(request: Request) -> Response:
-        outcome = await action(request, "dead_letter_retry")
+        outcome = await action(request, dead_letters.retry)
         if isinstance(outcome, Response):
             return outcome
         return JSON({"retried": outcome[0], "skipped": outcome[1]})
 
     async def api_purge(request: Request) -> Response:
-        outcome = await action(request, "dead_letter_purge")
+        outcome = await action(request, dead_letters.purge)
         if isinstance(outcome, Response):
             return outcome
         return JSON({"purged": outcome[0], "skipped": outcome[1]})
@@ -190,7 +184,7 @@ def create_app(
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
-        await run_in_threadpool(read, _fetch_all, "db_now", None)
+        await run_in_threadpool(read, monitor.db_now)
         return JSON({"ok": True})
 
     routes = [
@@ -216,7 +210,3 @@ def _status(conn: Any, now: datetime | None) -> dict[str, Any]:
 
 def _dashboard(conn: Any, now: datetime | None) -> dict[str, Any]:
     return monitor.dashboard(conn, now=now)
-
-
-def _fetch_all(conn: Any, query: str, params: dict[str, Any] | None) -> list[dict[str, Any]]:
-    return db.fetch_all(conn, query, params)

@@ -46,14 +46,31 @@ WHERE d.message_id = revived.message_id AND d.id IN (SELECT id FROM chosen)
 RETURNING d.id;
 
 -- name: dead_letter_purge
--- Delete dead letters by ids, all, or those that failed before a time. Returns the ids.
+-- Delete dead letters by ids, all, those that failed more than an interval ago, or
+-- those whose message carries an option (the demo's mark). Returns the ids.
 DELETE FROM receiptq.dead_letters
-WHERE %(all)s OR id = ANY(%(ids)s::bigint[]) OR failed_at < %(before)s
+WHERE %(all)s OR id = ANY(%(ids)s::bigint[])
+   OR failed_at < now() - %(older_than)s::interval
+   OR message -> 'options' ? %(option)s::text
 RETURNING id;
 
 -- name: dead_letter_count_by_queue
 -- How many dead letters each queue has.
 SELECT queue, count(*)::integer AS dead FROM receiptq.dead_letters GROUP BY queue;
+
+-- name: dead_letter_count_by_option
+-- How many dead letters each queue has of the messages whose option has a value
+-- (one demo run's).
+SELECT queue, count(*)::integer AS dead
+FROM receiptq.dead_letters
+WHERE message -> 'options' ->> %(option)s::text = %(value)s::text
+GROUP BY queue;
+
+-- name: dead_letter_count_without_option
+-- How many dead letters are of messages without an option (those no demo sent).
+SELECT count(*)::bigint AS n
+FROM receiptq.dead_letters
+WHERE NOT (message -> 'options' ? %(option)s::text);
 
 -- name: dead_letter_existing_ids
 -- Which of the given ids are dead letters (the CLI refuses unknown ids before acting).

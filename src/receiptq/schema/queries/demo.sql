@@ -21,12 +21,6 @@ SELECT to_regclass('receiptq.jobs') IS NOT NULL AS jobs,
 -- How many jobs, in any queue, no demo sent.
 SELECT count(*)::bigint AS n FROM receiptq.jobs WHERE NOT (message -> 'options' ? 'receiptq_demo');
 
--- name: demo_foreign_dead_letters
--- How many dead letters are of messages no demo sent.
-SELECT count(*)::bigint AS n
-FROM receiptq.dead_letters
-WHERE NOT (message -> 'options' ? 'receiptq_demo');
-
 -- name: demo_foreign_receipts
 -- How many receipts belong to users outside the demo's email domain.
 SELECT count(*)::bigint AS n
@@ -45,10 +39,6 @@ WHERE u.email NOT LIKE '%%@' || %(domain)s;
 -- The demo's reset: the jobs earlier demos sent and left (any run, any queue).
 DELETE FROM receiptq.jobs WHERE message -> 'options' ? 'receiptq_demo';
 
--- name: demo_dead_letters_delete
--- The demo's reset: the dead letters of messages earlier demos sent.
-DELETE FROM receiptq.dead_letters WHERE message -> 'options' ? 'receiptq_demo';
-
 -- name: demo_run_jobs
 -- One run's jobs left, per queue: due, scheduled (due later), claimed by a worker.
 SELECT queue,
@@ -56,12 +46,5 @@ SELECT queue,
        count(*) FILTER (WHERE state = 'queued' AND run_at > now())::bigint AS scheduled,
        count(*) FILTER (WHERE state = 'running')::bigint AS running
 FROM receiptq.jobs
-WHERE message -> 'options' ->> 'receiptq_demo' = %(run)s
-GROUP BY queue;
-
--- name: demo_run_dead_letters
--- One run's dead letters, per queue.
-SELECT queue, count(*)::bigint AS dead
-FROM receiptq.dead_letters
 WHERE message -> 'options' ->> 'receiptq_demo' = %(run)s
 GROUP BY queue;

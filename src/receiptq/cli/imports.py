@@ -7,8 +7,6 @@ Exit codes: 0 every row was imported (or was already), 1 some rows were skipped
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 import psycopg
@@ -18,6 +16,18 @@ from rich.table import Table
 from rich.text import Text
 
 from receiptq import config, db
+from receiptq.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CommandError,
+    add_command,
+    arg,
+    command_group,
+    data_options,
+    parse_positive_int,
+    print_json,
+    url,
+)
 from receiptq.import_dramatiq_pg import (
     DEFAULT_BATCH_SIZE,
     ImportOptions,
@@ -56,16 +66,15 @@ def run_dramatiq_pg(args: argparse.Namespace) -> int:
         tiers=TierPolicy.from_env(),
     )
     try:
-        with db.connect(config.database_url(getattr(args, "url", None))) as conn:
+        with db.connect(url(args)) as conn:
             report = _import(conn, source, options, show_progress=not args.json)
     except SourceError as exc:
-        print(f"receiptq: error: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError(str(exc)) from None
     if args.json:
-        print(json.dumps(report.as_json(), indent=2, default=str))
+        print_json(report.as_json())
     else:
         Console().print(report_view(report))
-    return 1 if report.totals.skipped else 0
+    return EXIT_FAILED if report.totals.skipped else EXIT_OK
 
 
 def _import(
@@ -167,34 +176,27 @@ def _notes(report: ImportReport) -> list[RenderableType]:
 
 
 def _identifier(what: str, *, empty_ok: bool = False) -> Any:
-    def convert(text: str) -> str:
-        try:
-            return validate_identifier(text, what=what, empty_ok=empty_ok)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+    def parse_identifier(text: str) -> str:
+        return validate_identifier(text, what=what, empty_ok=empty_ok)
 
-    return convert
-
-
-def _batch_size(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return int(text)
+    return arg(parse_identifier)
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("import", help="bring messages over from another broker")
-    sources = parser.add_subparsers(dest="import_source", required=True, metavar="SOURCE")
-    dpg = sources.add_parser(
+    """Register ``receiptq import``."""
+    what = "bring messages over from another broker"
+    sources = command_group(subparsers, "import", what, dest="import_source", metavar="SOURCE")
+    dpg = add_command(
+        sources,
         "dramatiq-pg",
-        help="dramatiq-pg's queued, delayed and rejected messages (same database)",
+        run_dramatiq_pg,
+        "dramatiq-pg's queued, delayed and rejected messages (same database)",
+        [data_options("print the summary as JSON")],
         description="Import dramatiq-pg's queued, consumed and delayed messages as jobs "
         "(same message id, canonical queue, due time from eta) and its rejected ones as "
         "dead letters; done rows are left alone. One transaction per batch; a second run "
         "imports nothing twice. Stop dramatiq-pg's workers first.",
     )
-    dpg.add_argument("--url", default=argparse.SUPPRESS, help="PostgreSQL URL (both brokers')")
-    dpg.add_argument("--json", action="store_true", help="print the summary as JSON")
     dpg.add_argument(
         "--from-schema",
         type=_identifier("schema name"),
@@ -219,9 +221,8 @@ def add_parser(subparsers: Any) -> None:
     )
     dpg.add_argument(
         "--batch-size",
-        type=_batch_size,
+        type=parse_positive_int,
         metavar="N",
         default=DEFAULT_BATCH_SIZE,
         help=f"rows per transaction (default {DEFAULT_BATCH_SIZE})",
     )
-    dpg.set_defaults(func=run_dramatiq_pg)

@@ -1,0 +1,95 @@
+"""``receiptq bench``: its options; the benchmark itself is :mod:`receiptq.bench`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from receiptq import bench
+from receiptq.cli._common import (
+    BadArgument,
+    add_command,
+    data_options,
+    parse_positive_float,
+    parse_positive_int,
+    worker_options,
+)
+from receiptq.errors import shorten
+
+HELP = "benchmark receiptq: the peers' drain and steady workloads, and tiers"
+JSON_HELP = "JSON lines only, no table"
+DESCRIPTION = (
+    "Run the peer benchmark's two workloads on receiptq, with real "
+    "`dramatiq` worker processes: drain (enqueue N no-op jobs, then time the workers "
+    "until all ran) and steady (a producer enqueues batches of 10 for T seconds; "
+    "throughput and enqueue-to-start latency); with --workload tiers also the fair "
+    "share each tier receives under saturation, its wait, and the throughput cost "
+    "of fairness against plain priority ordering. Each workload starts from a fresh "
+    "database on the URL's server. One JSON line per workload, then a table."
+)
+
+
+def parse_workloads(text: str) -> tuple[str, ...]:
+    """Comma-separated workload names, each one of :data:`receiptq.bench.WORKLOADS`."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in bench.WORKLOADS]
+    if unknown or not names:
+        raise BadArgument(
+            f"unknown workload {shorten(', '.join(unknown) or text)!r}; "
+            f"known: {', '.join(bench.WORKLOADS)}"
+        )
+    return names
+
+
+def parse_database_name(text: str) -> str:
+    if not bench.DATABASE_NAME.match(text):
+        raise BadArgument(
+            f"invalid database name {shorten(text)!r}: letters, digits and '_', at most 63"
+        )
+    return text
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``receiptq bench``."""
+    parser = add_command(
+        subparsers, "bench", bench.run, HELP, [data_options(JSON_HELP)], description=DESCRIPTION
+    )
+    parser.add_argument(
+        "--workload",
+        type=parse_workloads,
+        default=bench.DEFAULT_WORKLOADS,
+        metavar="drain,steady,tiers,users",
+        help="comma-separated workloads (default: drain,steady)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=parse_positive_int,
+        default=20_000,
+        help="drain: jobs; tiers, users: jobs per drain (default 20000)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=parse_positive_float,
+        default=15.0,
+        help="steady: length of the window in seconds (default 15)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=parse_positive_int,
+        default=3,
+        help="tiers: pairs of drains, plain then fair, compared by their medians (default 3)",
+    )
+    worker_options(parser, processes=2, threads=8)
+    parser.add_argument(
+        "--timeout",
+        type=parse_positive_float,
+        default=120.0,
+        help="hard limit per workload in seconds (tiers: per drain); partial figures are "
+        "printed (default 120)",
+    )
+    parser.add_argument(
+        "--database",
+        type=parse_database_name,
+        default=bench.DEFAULT_DATABASE,
+        help=f"benchmark database, dropped and created on the URL's server "
+        f"(default {bench.DEFAULT_DATABASE})",
+    )
