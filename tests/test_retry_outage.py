@@ -1,17 +1,14 @@
 """A retry that could not be stored because PostgreSQL was restarting: kept in the
 worker, stored once the server answers (not when the lease runs out), and logged as
-one warning line. The server is one this test starts and restarts (pgserver in a
-temporary directory), never the shared one."""
+one warning line. The server is one this test starts and restarts (a ScratchServer),
+never the shared one."""
 
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import dramatiq
 import pytest
@@ -19,46 +16,23 @@ import pytest
 from receiptq import db
 from receiptq.broker import PostgresBroker
 from receiptq.middleware import receiptq_middleware
+from receiptq.scratch_pg import ScratchServer
 from tests_support import wait_until
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # platformdirs: no XDG_RUNTIME_DIR
-    import pgserver
-    from pgserver._commands import pg_ctl
 
 LEASE_S = 120  # a retry left to its lease would run only after this
 
 
-class OwnServer:
-    """A PostgreSQL server of this test's own, which it may stop and start again."""
-
-    def __init__(self) -> None:
-        self.server = pgserver.get_server(
-            Path(tempfile.mkdtemp(prefix="receiptq-outage-pg-")), cleanup_mode="delete"
-        )
-        self.url = self.server.get_uri()
-
-    def stop(self) -> None:
-        pg_ctl(
-            ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
-        )
-
-    def start(self) -> None:
-        self.server.ensure_postgres_running()
-        assert self.server.get_uri() == self.url
-
-
 @pytest.fixture
-def own_server() -> Iterator[OwnServer]:
-    server = OwnServer()
-    db.migrate(server.url)
-    yield server
-    server.server.cleanup()
+def own_server() -> Iterator[ScratchServer]:
+    with ScratchServer() as server:
+        db.migrate(server.url())
+        yield server
 
 
 def test_a_retry_not_stored_during_a_restart_is_stored_once_the_server_is_back(own_server, caplog):
+    url = own_server.url()
     broker = PostgresBroker(
-        own_server.url,
+        url,
         middleware=receiptq_middleware(),
         lease_s=LEASE_S,
         poll_interval_ms=100,
@@ -92,7 +66,7 @@ def test_a_retry_not_stored_during_a_restart_is_stored_once_the_server_is_back(o
         worker.stop()
         broker.close()
     assert runs[1] - back < LEASE_S / 4, "the retry waited for the lease"
-    with db.connect(own_server.url) as conn:  # the kept retry's delivery was finished
+    with db.connect(url) as conn:  # the kept retry's delivery was finished
         counts = conn.execute(
             "SELECT sum(failed)::int AS failed, sum(retried)::int AS retried,"
             " sum(succeeded)::int AS succeeded FROM receiptq.stats_minute"
