@@ -24,8 +24,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+
 from receiptq import db
-from receiptq.pg.outage import Backoff, database_problem
+from receiptq.pg.outage import Backoff, database_problem, first_line
 from receiptq.pg.resources import Thresholds, sample_host, throttle_reason
 from receiptq.tiers import TierPolicy
 
@@ -103,6 +105,7 @@ class Heartbeat:
         self.worker_id = worker_id
         #: The policy still to write to receiptq.tiers (None once written).
         self._tiers = tiers
+        self._privilege_warned = False
         self._pool_getter = pool_getter
         self._lease_s = lease_s
         self._interval_s = interval_s
@@ -203,10 +206,7 @@ class Heartbeat:
             db.execute(conn, "job_extend_leases", leases)
             rescued = db.fetch_all(conn, "job_rescue_expired", leases)
             db.execute(conn, "worker_remove_stale", {"stale_s": max(self._lease_s * 10, 60)})
-            db.execute(conn, "stats_fold_sql_sends", {"batch": SQL_SENDS_BATCH})
-            if self._tiers is not None:
-                db.execute(conn, "tiers_replace", tier_policy_params(self._tiers))
-                self._tiers = None
+            self._share_sql_state(conn)
         for row in rescued:
             logger.warning(
                 "rescued %d job(s) of %s/%s from a lost worker: %s",
@@ -219,6 +219,23 @@ class Heartbeat:
             self._on_rescue(rescued)
         self._refresh_logged(status)
         return rescued
+
+    def _share_sql_state(self, conn: Any) -> None:
+        """Count the jobs sent from SQL; write the tier policy once. A role granted by
+        an older receiptq may lack the privileges: that is said once, and the beat goes on."""
+        try:
+            db.execute(conn, "stats_fold_sql_sends", {"batch": SQL_SENDS_BATCH})
+            if self._tiers is not None:
+                db.execute(conn, "tiers_replace", tier_policy_params(self._tiers))
+                self._tiers = None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            if not self._privilege_warned:
+                logger.warning(
+                    "cannot count jobs sent from SQL or write the tier policy (%s): "
+                    "grant the worker role `receiptq db grant ROLE --worker`",
+                    first_line(exc),
+                )
+            self._privilege_warned = True
 
     def close(self) -> None:
         self._stop.set()
