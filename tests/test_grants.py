@@ -19,13 +19,17 @@ from pathlib import Path
 
 import dramatiq
 import pytest
+from dramatiq.rate_limits import Barrier
 from dramatiq.results import Results
 from psycopg import errors, sql
 from psycopg.conninfo import make_conninfo
 
 from receiptq import cli, db, grants, retention
 from receiptq.broker import PostgresBroker
+from receiptq.pg.heartbeat import Heartbeat, WorkerStatus
+from receiptq.rate_limits import PostgresRateLimiterBackend
 from receiptq.results import PostgresResultBackend
+from receiptq.tiers import TierPolicy
 from tests_support import free_port, start_dramatiq, stop, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,6 +143,8 @@ def test_workers_a_sender_and_the_dashboard_run_as_least_privilege_roles(
         with db.connect(app_url) as app, app.transaction(), sender.transaction(app):
             note.send(JOBS - 3)  # a send in the app's own transaction
         result_message = note_result.send(JOBS - 2)
+        # A group with completion callbacks sets a barrier when it is sent.
+        assert Barrier(PostgresRateLimiterBackend(app_url), "grants-group").create(3)
         with db.connect(app_url) as app, app.transaction():  # as a trigger or pg_cron would
             app.execute(
                 "SELECT receiptq.enqueue('note', 'granted', jsonb_build_array(%s::int),"
@@ -234,3 +240,30 @@ def test_a_worker_role_dead_letters_prunes_and_records_periodic_ticks(database_u
         )
     assert conn.execute("SELECT count(*) AS n FROM receiptq.dead_letters").fetchone()["n"] == 0
     assert conn.execute("SELECT count(*) AS n FROM receiptq.periodic_ticks").fetchone()["n"] == 0
+
+
+def test_a_worker_role_granted_before_0011_keeps_beating_and_says_what_to_grant_once(
+    database_url, roles, conn, caplog
+):
+    grant_all(database_url, roles)
+    role = sql.Identifier(roles["worker"])
+    for table in ("sql_sends", "tiers"):  # what a grant of an older receiptq lacked
+        conn.execute(
+            sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(
+                sql.Identifier("receiptq", table), role
+            )
+        )
+    pool = db.open_pool(as_role(database_url, roles["worker"]), max_size=1)
+    beat = Heartbeat(
+        lambda: pool, worker_id="h:1:old-grants", lease_s=600, interval_s=300,
+        status=lambda: WorkerStatus(["q"], []), tiers=TierPolicy.from_env(),
+    )  # fmt: skip
+    try:
+        beat.beat()
+        beat.beat()
+    finally:
+        beat.close()
+        pool.close()
+    warnings = [r.getMessage() for r in caplog.records if "sent from SQL" in r.getMessage()]
+    assert len(warnings) == 1 and "receiptq db grant ROLE --worker" in warnings[0]
+    assert not [r for r in caplog.records if "heartbeat failed" in r.getMessage()]

@@ -143,7 +143,7 @@ class RoleMissing(ReceiptqError):
 def grant(url: str, role: str, kind: str) -> int:
     """Grant ``role`` what a ``kind`` role needs, in one transaction; the statements run."""
     validate_role(role)
-    with psycopg.connect(url) as conn, conn.transaction():
+    with db.connect(url) as conn, conn.transaction():
         row = db.fetch_one(conn, "role_exists", {"role": role})
         if row is None or not row["present"]:
             raise RoleMissing(
