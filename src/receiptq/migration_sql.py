@@ -16,7 +16,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from receiptq import __version__, db
+from receiptq import db
 from receiptq.db import Chain
 
 #: A migration file written by :func:`write_files`: ``<YYYYMMDDHHMMSS>_receiptq_<name>.sql``.
@@ -32,8 +32,9 @@ def _record(chain: Chain, name: str) -> str:
 
 
 def _header(chain: Chain, names: list[str]) -> str:
+    """No version in it: a file written by one release stays the same for the next."""
     return (
-        f"-- receiptq {__version__}: the {chain.name} chain's migrations {', '.join(names)}.\n"
+        f"-- receiptq: the {chain.name} chain's migrations {', '.join(names)}.\n"
         f"-- Recorded in {chain.table}, so that `receiptq db migrate` skips them.\n"
     )
 
@@ -55,7 +56,7 @@ def pending(url: str | None, chain: Chain) -> list[tuple[str, str]]:
 def script(chain: Chain, migrations: list[tuple[str, str]]) -> str:
     """One transaction that applies and records ``migrations`` (empty: a comment)."""
     if not migrations:
-        return f"-- receiptq {__version__}: no {chain.name} migration to apply.\n"
+        return f"-- receiptq: no {chain.name} migration to apply.\n"
     parts = [_header(chain, [n for n, _ in migrations]), "BEGIN;\n", _prelude(chain)]
     parts += ["\n" + _body(chain, name, text) for name, text in migrations]
     parts.append("\nCOMMIT;\n")
