@@ -465,6 +465,7 @@ class PostgresBroker(Broker):
                     interval_s=max(self.lease_s / 3, 0.2),
                     status=self._worker_status,
                     on_rescue=self._count_rescued,
+                    tiers=self.tier_policy,
                 )
 
     def _count_rescued(self, outcomes: list[dict[str, Any]]) -> None:
