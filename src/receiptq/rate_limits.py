@@ -30,7 +30,6 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import psycopg
 from dramatiq.rate_limits import RateLimiterBackend
 from psycopg_pool import ConnectionPool
 
@@ -209,7 +208,7 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
         with self._lock:
             for digest in digests:
                 self._waiters.setdefault(digest, set()).add(waiter)
-            if self.listen and self._listener is None:
+            if self.listen and self._listener is None and db.listens(self.url):
                 self._listener = _EventListener(self.url, self._wake, on_listen=self._wake_all)
 
     def _await_listener(self) -> None:
@@ -296,7 +295,7 @@ class _EventListener:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._url, autocommit=True) as conn:
+                with db.connect(self._url, **db.connect_timeout(self._url)) as conn:
                     conn.execute(db.query("rate_limit_listen"))
                     self.connected.set()
                     self._on_listen()

@@ -145,7 +145,7 @@ class PostgresResultBackend(ResultBackend):
         return self.unwrap_result(result)
 
     def _wait(self, key: str, deadline: float) -> MResult:
-        if not self.listen:
+        if not self.listen or not db.listens(self.url):
             return self._poll(key, deadline)
         with db.connect(self.url) as conn:
             conn.execute(db.query("result_listen"))

@@ -61,7 +61,7 @@ class Listener:
                 self._conn = None
 
     def _listen(self, pauses: Backoff) -> None:
-        with psycopg.connect(self._url, autocommit=True, **db.connect_timeout(self._url)) as conn:
+        with db.connect(self._url, **db.connect_timeout(self._url)) as conn:
             self._conn = conn
             conn.execute("LISTEN receiptq")
             self.connected.set()
