@@ -6,6 +6,7 @@ transaction pooler."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -286,3 +287,31 @@ def test_pooler_setting_is_checked_and_turns_listen_off(monkeypatch, database_ur
     direct = PostgresBroker(database_url)
     assert (direct.pooler, direct.listen, direct.poll_interval_s) == ("session", True, 0.5)
     assert db.connect_kwargs(database_url) == {}
+
+
+#: Calls that open a connection; only receiptq/db.py may make them.
+_CONNECTING = {("psycopg", "connect"), ("Connection", "connect"), (None, "ConnectionPool"),
+               ("psycopg_pool", "ConnectionPool"), ("AsyncConnection", "connect")}  # fmt: skip
+
+
+def test_every_connection_is_opened_by_db_py():
+    """So that a new connection site cannot forget the pooler mode: outside
+    receiptq/db.py nothing calls psycopg.connect or builds a ConnectionPool."""
+    source = Path(db.__file__).parent
+    offenders = []
+    for path in sorted(source.rglob("*.py")):
+        if path == Path(db.__file__):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+                call = (func.value.id, func.attr)
+            elif isinstance(func, ast.Name):
+                call = (None, func.id)
+            else:
+                continue
+            if call in _CONNECTING:
+                offenders.append(f"{path.relative_to(source)}:{node.lineno}")
+    assert offenders == []
