@@ -234,6 +234,16 @@ def _direct(conn: psycopg.Connection[Any]) -> bool:
 
 
 def _notify_comes_back(url: str) -> bool:
+    """A NOTIFY from one connection reaches a LISTEN on another (True too when that
+    cannot be tried, e.g. on a read-only standby: nothing is refused on a guess)."""
+    try:
+        return _probe_notify(url)
+    except psycopg.Error as exc:
+        logger.debug("pooler check skipped: %s", exc)
+        return True
+
+
+def _probe_notify(url: str) -> bool:
     channel = f"receiptq_pooler_probe_{os.getpid()}_{secrets.token_hex(4)}"
     options = {"autocommit": True, "prepare_threshold": None, **connect_timeout(url)}
     with psycopg.connect(url, **options) as listener:
