@@ -197,6 +197,18 @@ def test_workers_senders_and_cli_run_through_pgbouncer(mode, database_url, conn,
     assert bad == [], "\n".join(bad[:5])
     if mode == "transaction":
         assert "not linked" not in bouncer.log_text(), "no LISTEN went through the pooler"
+        assert _session_settings(url) == {"auto"}, "no session SET left on a server session"
+
+
+def _session_settings(url: str) -> set[str]:
+    """plan_cache_mode on every server session of the pooler: 20 clients (its pool
+    size) each in a transaction at once hold one session each."""
+    conns = [psycopg.connect(url, prepare_threshold=None) for _ in range(20)]
+    try:
+        return {c.execute("SHOW plan_cache_mode").fetchone()[0] for c in conns}
+    finally:
+        for c in conns:
+            c.close()
 
 
 def test_worker_refuses_to_start_in_session_mode_behind_a_transaction_pooler(
@@ -315,3 +327,30 @@ def test_every_connection_is_opened_by_db_py():
             if call in _CONNECTING:
                 offenders.append(f"{path.relative_to(source)}:{node.lineno}")
     assert offenders == []
+
+
+def test_dashboard_runs_through_the_transaction_pooler(transaction_pooler, broker, conn):
+    """`receiptq web`'s pages and API through PgBouncer 1.18 in transaction mode, each
+    read more often than psycopg's prepare threshold; refused in session mode."""
+    from web_helpers import client, fill_known_contents
+
+    url, _ = transaction_pooler
+    fill_known_contents(broker, conn)
+    db.use_pooler("session", url)
+    with pytest.raises(ConfigError, match="RECEIPTQ_POOLER=transaction"):
+        with client(url):
+            pass
+    db.use_pooler("transaction", url)
+    with client(url) as web:
+        for _ in range(8):
+            for path in (
+                "/",
+                "/api/status",
+                "/api/dashboard",
+                "/api/running",
+                "/api/dead-letters",
+                "/metrics",
+            ):
+                response = web.get(path)
+                assert response.status_code == 200, (path, response.text[:300])
+        assert web.get("/api/dead-letters").json()
