@@ -3,9 +3,7 @@
 -- name: pooler_probe_peer
 -- The address and port the server sees this connection come from: the client's own
 -- when nothing sits in between (db.check_pooler).
-SELECT host(client_addr) AS addr, client_port AS port
-FROM pg_stat_activity
-WHERE pid = pg_backend_pid();
+SELECT host(inet_client_addr()) AS addr, inet_client_port() AS port;
 
 -- name: pooler_probe_listen
 LISTEN {channel};
