@@ -210,7 +210,7 @@ def recreate_database(server_url: str, name: str) -> str:
     admin_url = server_url
     if conninfo_to_dict(server_url).get("dbname") == name:
         admin_url = make_conninfo(server_url, dbname="postgres")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with db.connect(admin_url) as conn:
         for query in ("bench_drop_database", "bench_create_database"):
             conn.execute(sql.SQL(db.query(query)).format(database=sql.Identifier(name)))
     return make_conninfo(server_url, dbname=name)

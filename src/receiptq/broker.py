@@ -33,6 +33,7 @@ from psycopg_pool import ConnectionPool
 
 from receiptq import db
 from receiptq.config import database_url, env_float, env_int, validate_queue_name
+from receiptq.errors import ConfigError
 from receiptq.middleware import BackoffRetries, receiptq_middleware
 from receiptq.pg.delivery import JobProxy
 from receiptq.pg.flusher import Flusher
@@ -64,6 +65,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_LEASE_S = 30.0
 #: How often an idle consumer looks for work without a notification (ms).
 DEFAULT_POLL_INTERVAL_MS = 500
+#: The same behind a transaction pooler, where no notification ever comes (ms).
+DEFAULT_POOLED_POLL_INTERVAL_MS = 200
 #: Connections in the process's pool.
 DEFAULT_POOL_MAX_SIZE = 6
 #: How often a consumer looks for tier classes its policy does not name (s).
@@ -118,6 +121,17 @@ class _WorkerFacts(Middleware):
 
     actor_options = {"prefetch"}
 
+    def before_worker_boot(self, broker: Broker, worker: Any) -> None:
+        """Refuse to start, in one line, behind a transaction pooler in session mode."""
+        if isinstance(broker, PostgresBroker):
+            try:
+                db.check_pooler(broker.url)
+            except psycopg.Error:
+                pass  # the database is away: the worker starts and waits for it
+            except ConfigError as exc:
+                logger.error("%s", exc)
+                raise SystemExit(3) from None  # Dramatiq's "broker connection failed"
+
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         if isinstance(broker, PostgresBroker):
             broker.worker_threads = worker.worker_threads
@@ -149,8 +163,13 @@ class PostgresBroker(Broker):
       poll_interval_ms(int): idle polling interval (``RECEIPTQ_POLL_INTERVAL_MS``, 500).
       pool_max_size(int): connections in this process's pool (``RECEIPTQ_POOL_MAX_SIZE``, 6).
       max_message_bytes(int): largest encoded message (``RECEIPTQ_MAX_MESSAGE_BYTES``, 1 MiB).
-      listen(bool): use LISTEN/NOTIFY wake-ups (``RECEIPTQ_LISTEN``, on); off behind
-        a pooler in transaction mode.
+      listen(bool): use LISTEN/NOTIFY wake-ups (``RECEIPTQ_LISTEN``, on); always off
+        with ``pooler="transaction"``.
+      pooler(str): ``"session"`` (direct connections or a session pooler) or
+        ``"transaction"`` (a pooler in transaction mode: no prepared statements, no
+        session settings, no LISTEN; consumers poll every 200 ms unless
+        ``poll_interval_ms`` says otherwise) for every connection to ``url`` in this
+        process (``RECEIPTQ_POOLER``, session).
       ack_flush_ms(int): how long acks are batched, at most (``RECEIPTQ_ACK_FLUSH_MS``, 5).
       tiers(TierPolicy): tiers, their weights and priority offsets (``RECEIPTQ_TIERS``,
         ``enterprise:6:0,pro:3:10,free:1:20``); see :mod:`receiptq.tiers`.
@@ -168,14 +187,23 @@ class PostgresBroker(Broker):
         listen: bool | None = None,
         ack_flush_ms: int | None = None,
         tiers: TierPolicy | None = None,
+        pooler: str | None = None,
     ) -> None:
         # The URL first: a malformed one fails here, before anything else is set up.
         self.url = database_url(url, setting="PostgresBroker(url=...)")
+        if pooler is not None:
+            db.use_pooler(pooler, self.url, setting="PostgresBroker(pooler=...)")
+        self.pooler = db.pooler(self.url)
+        pooled = self.pooler == "transaction"
         super().__init__(middleware=_middleware_or_default(middleware))
         self.tier_policy = tiers or TierPolicy.from_env()
         self.lease_s = lease_s or env_float("RECEIPTQ_LEASE_S", DEFAULT_LEASE_S)
         self.poll_interval_s = (
-            poll_interval_ms or env_int("RECEIPTQ_POLL_INTERVAL_MS", DEFAULT_POLL_INTERVAL_MS)
+            poll_interval_ms
+            or env_int(
+                "RECEIPTQ_POLL_INTERVAL_MS",
+                DEFAULT_POOLED_POLL_INTERVAL_MS if pooled else DEFAULT_POLL_INTERVAL_MS,
+            )
         ) / 1000
         self.pool_max_size = pool_max_size or env_int(
             "RECEIPTQ_POOL_MAX_SIZE", DEFAULT_POOL_MAX_SIZE
@@ -183,7 +211,7 @@ class PostgresBroker(Broker):
         self.max_message_bytes = max_message_bytes or env_int(
             "RECEIPTQ_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES
         )
-        self.listen = (
+        self.listen = not pooled and (
             listen if listen is not None else os.environ.get("RECEIPTQ_LISTEN", "1") != "0"
         )
         self.queues: dict[str, None] = {}

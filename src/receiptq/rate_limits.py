@@ -4,8 +4,9 @@
 ``receiptq.rate_limits`` (value and expiry). Every operation is one atomic
 statement, except ``incr_and_sum``, which sums several keys and so runs in a
 short transaction under an advisory lock on the limiter's key. ``wait`` blocks
-on LISTEN/NOTIFY (one listening connection per process) and polls as well, so
-it also works behind a transaction-mode pooler where LISTEN is unavailable.
+on LISTEN/NOTIFY (one listening connection per process) and polls as well; with
+``RECEIPTQ_POOLER=transaction`` (a transaction-mode pooler, where LISTEN is
+unavailable) it only polls.
 
 Per-key limits are plain Dramatiq limiters with a key per user, e.g. at most
 10 emails per user per hour::
@@ -30,7 +31,6 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import psycopg
 from dramatiq.rate_limits import RateLimiterBackend
 from psycopg_pool import ConnectionPool
 
@@ -73,7 +73,7 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
       poll_interval_ms(int): how often ``wait`` re-reads without a notification
         (``RECEIPTQ_RATE_LIMIT_POLL_INTERVAL_MS``, 500).
       listen(bool): wake waiters with LISTEN/NOTIFY (``RECEIPTQ_LISTEN``, on);
-        with it off, ``wait`` only polls.
+        with it off, or with ``RECEIPTQ_POOLER=transaction``, ``wait`` only polls.
 
     Keys whose TTL has passed count as absent; the retention job deletes them.
     """
@@ -209,7 +209,7 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
         with self._lock:
             for digest in digests:
                 self._waiters.setdefault(digest, set()).add(waiter)
-            if self.listen and self._listener is None:
+            if self.listen and self._listener is None and db.listens(self.url):
                 self._listener = _EventListener(self.url, self._wake, on_listen=self._wake_all)
 
     def _await_listener(self) -> None:
@@ -296,7 +296,7 @@ class _EventListener:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._url, autocommit=True) as conn:
+                with db.connect(self._url, **db.connect_timeout(self._url)) as conn:
                     conn.execute(db.query("rate_limit_listen"))
                     self.connected.set()
                     self._on_listen()
