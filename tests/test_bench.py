@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from receiptq import bench
 from receiptq.cli import bench as bench_command
+from receiptq.tools import scratch
 
 DRAIN_KEYS = {
     "peer", "workload", "jobs", "version", "consumers", "enqueued", "enqueue_s",
@@ -107,7 +107,7 @@ def test_bench_options_are_validated():
 
 def test_recreate_database_refuses_a_bad_name(pg_admin_url):
     with pytest.raises(ValueError):
-        bench.recreate_database(pg_admin_url, 'x"; DROP DATABASE postgres; --')
+        scratch.recreate_database(pg_admin_url, 'x"; DROP DATABASE postgres; --')
 
 
 TIERS_KEYS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from receiptq.chaos import ChaosSettings, run_chaos
+from receiptq.tools.chaos.run import ChaosSettings, run_chaos
 
 SETTINGS = ChaosSettings(
     jobs=2000,

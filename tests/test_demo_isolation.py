@@ -121,7 +121,7 @@ def tables_of_demo(conn) -> int:
 def test_looking_for_others_data_in_an_empty_database_finds_none_and_creates_nothing(
     empty_database_url,
 ):
-    from receiptq import demo_database
+    from receiptq.tools.demo import database as demo_database
 
     assert demo_database.foreign_data(empty_database_url) == {}
     with db.connect(empty_database_url) as conn:
@@ -184,7 +184,7 @@ def test_demo_runs_in_a_database_of_its_own_and_stops_the_server_it_started(tmp_
     )  # fmt: skip
 
 
-WIDTH_PROBE = "from receiptq.demo import live_console; print(live_console().width)"
+WIDTH_PROBE = "from receiptq.tools.demo.view import live_console; print(live_console().width)"
 
 
 @pytest.mark.parametrize("term", ["xterm-256color", "dumb"])

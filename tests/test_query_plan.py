@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+import receiptq.tools  # noqa: F401 (loads the tools' named queries: checked too)
 from receiptq import db
 
 QUEUES = ["ocr", "matching", "email", "default"]

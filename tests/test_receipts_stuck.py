@@ -15,10 +15,11 @@ from types import ModuleType
 import dramatiq
 import pytest
 
-from receiptq import cli, demo
+from receiptq import cli
 from receiptq.broker import PostgresBroker
 from receiptq.services import images, receipts
 from receiptq.services.faults import FAIL_RATE_VARIABLE
+from receiptq.tools.demo import view as demo
 from tests_support import start_dramatiq, stop, wait_until
 
 

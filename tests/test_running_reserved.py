@@ -13,10 +13,11 @@ import dramatiq
 import pytest
 from rich.console import Console
 
-from receiptq import cli, db, demo, monitor
+from receiptq import cli, db, monitor
 from receiptq.broker import PostgresBroker
 from receiptq.cli.status_views import status_view
 from receiptq.pg.heartbeat import Heartbeat, WorkerStatus
+from receiptq.tools.demo import view as demo
 from tests_support import start_deliveries, start_dramatiq, stop, wait_until
 from web_helpers import send
 

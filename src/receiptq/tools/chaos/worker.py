@@ -1,5 +1,5 @@
-"""The chaos run's actor: ``dramatiq receiptq.chaos_worker`` (started by ``python -m
-receiptq.chaos``).
+"""The chaos run's actor: ``dramatiq receiptq.tools.chaos.worker`` (started by
+``python -m receiptq.tools.chaos``).
 
 Importing this module sets up a PostgresBroker from the environment with Dramatiq's
 default middleware (Retries among them), and declares ``chaos_job``: it sleeps for
@@ -22,7 +22,7 @@ from receiptq.broker import PostgresBroker
 broker = PostgresBroker()
 dramatiq.set_broker(broker)
 
-#: The queue and actor name of the chaos job (receiptq.chaos sends to them).
+#: The queue and actor name of the chaos job (receiptq.tools.chaos sends to them).
 QUEUE = "chaos"
 ACTOR = "chaos_job"
 

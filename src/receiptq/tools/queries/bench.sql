@@ -1,15 +1,7 @@
--- Named queries of `receiptq bench` (receiptq/bench.py) and of its worker-side
--- recorder (receiptq/bench_worker.py). They only touch the bench-only schema
+-- Named queries of `receiptq bench` (receiptq/tools/bench/) and of its worker-side
+-- recorder (receiptq/tools/bench/worker.py). They only touch the bench-only schema
 -- "bench", which exists in the throwaway benchmark database and nowhere else:
 -- it is not part of the migrations.
-
--- name: bench_drop_database
--- Drop the benchmark database ({database} is a validated identifier composed in).
-DROP DATABASE IF EXISTS {database} WITH (FORCE);
-
--- name: bench_create_database
--- Create the benchmark database ({database} is a validated identifier composed in).
-CREATE DATABASE {database};
 
 -- name: bench_setup
 -- The bench-only tables, created by `receiptq bench` in the benchmark database.

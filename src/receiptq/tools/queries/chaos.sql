@@ -1,5 +1,5 @@
--- Named queries of the chaos run (receiptq/chaos.py) and of its worker-side actor
--- (receiptq/chaos_worker.py). They only touch the chaos-only schema "chaos", which
+-- Named queries of the chaos run (receiptq/tools/chaos/run.py) and of its worker-side
+-- actor (receiptq/tools/chaos/worker.py). They only touch the chaos-only schema "chaos", which
 -- exists in the throwaway database of the chaos run's own server and nowhere else.
 
 -- name: chaos_setup

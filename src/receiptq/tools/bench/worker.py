@@ -1,4 +1,5 @@
-"""The benchmark's actor: ``dramatiq receiptq.bench_worker`` (started by ``receiptq bench``).
+"""The benchmark's actor: ``dramatiq receiptq.tools.bench.worker`` (started by
+``receiptq bench``).
 
 Importing this module sets up a PostgresBroker from the environment with
 Dramatiq's default middleware (AgeLimit, TimeLimit, ShutdownNotifications,
@@ -38,7 +39,7 @@ dramatiq.set_broker(broker)
 
 logger = logging.getLogger(__name__)
 
-#: The queue and actor name of the benchmark job (receiptq.bench sends to them).
+#: The queue and actor name of the benchmark job (receiptq.tools.bench sends to them).
 QUEUE = "bench"
 ACTOR = "bench_noop"
 #: How often each worker process writes the figures it accumulated (s).

@@ -1,4 +1,4 @@
--- Named queries of `receiptq demo` (receiptq/demo_database.py). The demo marks what it
+-- Named queries of `receiptq demo` (receiptq/tools/demo/database.py). The demo marks what it
 -- creates: its users' email addresses are in one domain, and every message it sends
 -- carries the option receiptq_demo (its run's id), which its jobs and dead letters keep.
 -- It counts and deletes only rows so marked.

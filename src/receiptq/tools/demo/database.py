@@ -31,6 +31,10 @@ DEMO_DATABASE = "receiptq_demo"
 DEMO_DOMAIN = "demo.receiptq.test"
 #: The message option that marks the demo's messages; its value is the run's id.
 MARK_OPTION = "receiptq_demo"
+#: The demo's receipts go through queues of its own, so its workers never take an
+#: app's jobs: the actors' queues with this prefix (RECEIPTQ_RECEIPT_QUEUE_PREFIX).
+QUEUE_PREFIX = "demo."
+QUEUES = tuple(QUEUE_PREFIX + queue for queue in ("ocr", "matching", "email"))
 
 
 class DemoRefused(Exception):

@@ -1,10 +1,10 @@
 """The chaos run: real ``dramatiq`` workers SIGKILLed again and again, and PostgreSQL
 restarted under them, on a server of the run's own (never a shared one).
 
-``python -m receiptq.chaos`` (see ``--help``) starts a throw-away PostgreSQL
-(:class:`receiptq.scratch_pg.ScratchServer`), queues N jobs of 1-20 ms (4 % of them
-200 ms, :mod:`receiptq.chaos_worker`), and runs several ``dramatiq`` invocations on
-them, restarting any that exit as a PaaS restarts a crashed dyno. Every few seconds
+``python -m receiptq.tools.chaos`` (see ``--help``) starts a throw-away PostgreSQL
+(:class:`receiptq.scratch_pg.ScratchServer`), queues N jobs of 1-20 ms (4 % of
+them 200 ms, :mod:`receiptq.tools.chaos.worker`), and runs several ``dramatiq``
+invocations on them, restarting any that exit as a PaaS restarts a crashed dyno. Every few seconds
 it SIGKILLs one worker process (Dramatiq then stops the rest of that invocation
 gracefully) or a whole invocation's process group; at set points of the drain it
 restarts PostgreSQL (``-m fast``, ``-m immediate``). Workers are never restarted for
@@ -28,32 +28,26 @@ from a large one.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import random
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 from dramatiq.message import Message
 
-from receiptq import db
-from receiptq.bench import recreate_database, start_dramatiq
+from receiptq import db, processes
 from receiptq.broker import PostgresBroker
 from receiptq.scratch_pg import ScratchServer
 from receiptq.stats import percentile
+from receiptq.tools.scratch import recreate_database
 
-#: The chaos worker's module, queue and actor (importing receiptq.chaos_worker here
-#: would set up a broker from the environment).
-WORKER_MODULE = "receiptq.chaos_worker"
+#: The chaos worker's module, queue and actor (importing receiptq.tools.chaos.worker
+#: here would set up a broker from the environment).
+WORKER_MODULE = "receiptq.tools.chaos.worker"
 QUEUE = "chaos"
 ACTOR = "chaos_job"
 DATABASE = "receiptq_chaos"
@@ -201,7 +195,7 @@ class ChaosRun:
 
     def _start_invocation(self) -> subprocess.Popen[bytes]:
         self._started += 1
-        return start_dramatiq(
+        return processes.start_dramatiq(
             WORKER_MODULE,
             self.url,
             processes=self.settings.processes,
@@ -215,15 +209,15 @@ class ChaosRun:
         """Start a new invocation for each that exited (a PaaS restarts a crashed dyno)."""
         for i, proc in enumerate(self._invocations):
             if proc.poll() is not None:
-                _kill_group(proc.pid)
+                processes.kill_group(proc.pid)
                 self._invocations[i] = self._start_invocation()
 
     def _kill_one(self) -> bool:
         """SIGKILL one worker process, or a whole invocation, noting the jobs it held.
         Only while another invocation runs (as one dyno of several crashes): False
         when none was killed."""
-        running = {proc.pid: _children(proc.pid) for proc in self._invocations}
-        up = [pid for pid, children in running.items() if children]
+        running = {proc.pid: processes.children(proc.pid) for proc in self._invocations}
+        up = [pid for pid, workers in running.items() if workers]
         if len(up) < 2:
             return False
         pgid = self.rng.choice(up)
@@ -232,9 +226,9 @@ class ChaosRun:
         held = [r["job_no"] for r in self._query("chaos_held_by", {"pids": pids})]
         at = time.time()
         if group:
-            _kill_group(pgid)
+            processes.kill_group(pgid)
         else:
-            _kill(pids[0])
+            processes.kill(pids[0])
         self.outcome.kills.append(Kill(at=at, pids=pids, group=group, held=held))
         return True
 
@@ -251,14 +245,14 @@ class ChaosRun:
     def _stop_all(self) -> None:
         for proc in self._invocations:
             if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
+                processes.kill(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         for proc in self._invocations:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-            _kill_group(proc.pid)
+            processes.kill_group(proc.pid)
 
     # -- the run ----------------------------------------------------------------------
 
@@ -332,119 +326,11 @@ def _points(jobs: int, count: int) -> list[int]:
     return [jobs * (i + 1) // (count + 1) for i in range(count)]
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [child.pid for child in psutil.Process(pid).children()]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def run_chaos(settings: ChaosSettings, log_dir: Path | None = None) -> Outcome:
     """A chaos run on a scratch server of its own, deleted afterwards."""
-    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="receiptq-chaos-"))
+    log_dir = log_dir or processes.log_folder("receiptq-chaos-")
     with ScratchServer() as server:
         try:
             return ChaosRun(settings, server, log_dir).run()
         finally:
             (log_dir / "postgresql.log").write_text(server.log_text())
-
-
-# -- the command ----------------------------------------------------------------------
-
-
-def _range(text: str) -> tuple[float, float]:
-    low, _, high = text.partition("-")
-    try:
-        pair = (float(low), float(high or low))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected SECONDS or LOW-HIGH, got {text!r}") from None
-    if not 0 < pair[0] <= pair[1]:
-        raise argparse.ArgumentTypeError(f"expected 0 < LOW <= HIGH, got {text!r}")
-    return pair
-
-
-def _restarts(text: str) -> tuple[str, ...]:
-    modes = tuple(m for m in text.split(",") if m)
-    if any(m not in ("fast", "immediate") for m in modes):
-        raise argparse.ArgumentTypeError(f"restart modes are fast and immediate, got {text!r}")
-    return modes
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m receiptq.chaos",
-        description="Kill workers and restart PostgreSQL under a drain; report what was "
-        "lost, dead-lettered, and how long killed workers' jobs waited to run again.",
-    )
-    d = ChaosSettings()
-    parser.add_argument("--jobs", type=int, default=d.jobs, help=f"default {d.jobs}")
-    parser.add_argument("--invocations", type=int, default=d.invocations,
-                        help=f"dramatiq invocations (default {d.invocations})")  # fmt: skip
-    parser.add_argument("--processes", type=int, default=d.processes, help="per invocation")
-    parser.add_argument("--threads", type=int, default=d.threads, help="per process")
-    parser.add_argument("--lease-s", type=float, default=d.lease_s, help="RECEIPTQ_LEASE_S")
-    parser.add_argument("--kill-every", type=_range, default=d.kill_every_s, metavar="LOW-HIGH",
-                        help="seconds between kills (default 2-5)")  # fmt: skip
-    parser.add_argument("--min-kills", type=int, default=d.min_kills,
-                        help="kills at evenly spaced points of the drain, besides the timed ones")  # fmt: skip
-    parser.add_argument("--restarts", type=_restarts, default=d.restarts,
-                        help="database restarts, in order (default fast,immediate)")  # fmt: skip
-    parser.add_argument("--outage-s", type=float, default=d.outage_s,
-                        help="how long each restart keeps the database down")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--timeout-s", type=float, default=d.timeout_s)
-    parser.add_argument("--json", action="store_true", help="only the JSON line")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    settings = ChaosSettings(
-        jobs=args.jobs,
-        invocations=args.invocations,
-        processes=args.processes,
-        threads=args.threads,
-        lease_s=args.lease_s,
-        kill_every_s=args.kill_every,
-        min_kills=args.min_kills,
-        restarts=args.restarts,
-        outage_s=args.outage_s,
-        seed=args.seed,
-        timeout_s=args.timeout_s,
-    )
-    log_dir = Path(tempfile.mkdtemp(prefix="receiptq-chaos-"))
-    summary = run_chaos(settings, log_dir).summary()
-    print(json.dumps(summary), flush=True)
-    if not args.json:
-        waits = summary["kill_to_rerun_s"]
-        print(
-            f"jobs {summary['done']}/{summary['jobs']} in {summary['wall_s']} s; "
-            f"{summary['kills']} kills ({summary['group_kills']} whole invocations), "
-            f"restarts {', '.join(summary['restarts']) or 'none'}\n"
-            f"lost {summary['lost']}, dead-lettered {summary['dead_lettered']}, "
-            f"deadlocks {summary['deadlocks']}, most held {summary['most_held']} "
-            f"(prefetch {summary['prefetch']})\n"
-            f"kill-to-rerun p50 {waits['p50']} s, p95 {waits['p95']} s, max {waits['max']} s "
-            f"over {waits['jobs']} jobs; recovery after restarts {summary['recovery_s']} s\n"
-            f"logs: {log_dir}",
-            file=sys.stderr,
-        )
-    return 0 if summary["finished"] and not summary["lost"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
