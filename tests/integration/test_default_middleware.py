@@ -15,7 +15,7 @@ from receiptq.broker import PostgresBroker
 from receiptq.errors import PermanentError
 from receiptq.middleware import BackoffRetries, CircuitBreakers
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 #: The URL the README's snippet is printed with.
 README_URL = "postgresql://app@db/app"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from receiptq import extras
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: What the extras bring (and what those pull in: numpy, OpenCV, onnxruntime).
 HEAVY = (

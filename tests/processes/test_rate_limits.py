@@ -18,7 +18,7 @@ from dramatiq.rate_limits import Barrier, ConcurrentRateLimiter, WindowRateLimit
 from apps import rate_limit_app
 from receiptq.rate_limits import PostgresRateLimiterBackend, key_scope
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from receiptq import cli, db
 from receiptq.broker import PostgresBroker
 
 #: receiptq 0.1's queue migrations 0001-0006, as shipped (0005 created schema app).
-RELEASE_0_1 = Path(__file__).parent / "fixtures" / "migrations_0_1"
+RELEASE_0_1 = Path(__file__).parent.parent / "fixtures" / "migrations_0_1"
 APP_TABLES = {"users", "receipts", "bank_transactions", "matches", "emails"}
 
 

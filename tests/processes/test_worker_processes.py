@@ -15,7 +15,7 @@ from receiptq import db
 from receiptq.broker import PostgresBroker
 from tests_support import start_workers, stop, wait_until
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from receiptq.cli.process import dramatiq_command
 from receiptq.stats import BUCKETS
 
 RECEIPTQ = Path(sys.executable).with_name("receiptq")
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def run(capsys, *argv):

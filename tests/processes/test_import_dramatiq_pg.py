@@ -37,7 +37,7 @@ from receiptq.import_dramatiq_pg import (
 )
 from tests_support import start_dramatiq, stop, wait_until
 
-TOOLS = Path(__file__).resolve().parent.parent / "tools" / "dramatiq_pg"
+TOOLS = Path(__file__).resolve().parents[2] / "tools" / "dramatiq_pg"
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], url: str, *args: str) -> tuple[int, Any]:

@@ -20,7 +20,7 @@ from receiptq import db, retention
 from receiptq.config import ConfigError
 from receiptq.periodic import ensure_periodiq, periodic_actor, tick_key, tick_of
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def wait_until(predicate, timeout_s: float, what: str) -> None:
