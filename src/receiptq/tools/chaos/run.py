@@ -22,7 +22,7 @@ a database restart. It reports, as one JSON line and a table:
                      too) is counted apart, as killed_again
   recovery_s         after each database restart, until the first job started again
 
-The test suite runs a small one (tests/test_chaos.py); the README's figures come
+The test suite runs a small one (tests/processes/test_chaos.py); the README's figures come
 from a large one.
 """
 
