@@ -55,19 +55,24 @@ def _parse_queries(text: str) -> dict[str, str]:
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
-def _load_queries() -> dict[str, str]:
-    queries: dict[str, str] = {}
-    folder = resources.files("receiptq.schema") / "queries"
+def _load_queries(folder: Traversable, queries: dict[str, str]) -> dict[str, str]:
+    """Add the named queries of a folder's ``.sql`` files to ``queries``."""
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".sql"):
             for name, statement in _parse_queries(entry.read_text()).items():
-                if name in queries:
+                if queries.get(name, statement) != statement:
                     raise RuntimeError(f"query {name!r} is defined twice")
                 queries[name] = statement
     return queries
 
 
-QUERIES: dict[str, str] = _load_queries()
+QUERIES: dict[str, str] = _load_queries(resources.files("receiptq.schema") / "queries", {})
+
+
+def add_queries(folder: Traversable) -> None:
+    """Make the named queries of a folder's ``.sql`` files callable by name: the tools'
+    own queries (receiptq.tools), kept out of the production namespace."""
+    _load_queries(folder, QUERIES)
 
 
 def query(name: str) -> LiteralString:
