@@ -81,6 +81,7 @@ from rich.table import Table
 from receiptq import db
 from receiptq.broker import PostgresBroker
 from receiptq.config import database_url
+from receiptq.settings import child_environment
 from receiptq.stats import percentile
 from receiptq.tiers import TierPolicy
 
@@ -240,7 +241,7 @@ def start_dramatiq(
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "RECEIPTQ_DATABASE_URL": url, **(env or {})},
+            env=child_environment(RECEIPTQ_DATABASE_URL=url, **(env or {})),
             start_new_session=True,  # its own process group: see stop_process()
         )
 

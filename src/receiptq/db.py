@@ -14,7 +14,6 @@ holds an advisory lock so that several processes can run it at once.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from receiptq.errors import (
     ReceiptqError,
     shorten,
 )
+from receiptq.settings import libpq_environment
 
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -296,10 +296,10 @@ _CONNECT_FAILURES = (
 
 def describe_database(url: str | None) -> str:
     """``HOST:PORT/DBNAME`` of a URL for messages (never the user or the password)."""
-    params = _conninfo(url)
-    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
-    port = params.get("port") or os.environ.get("PGPORT") or "5432"
-    name = params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user") or "?"
+    params = {**libpq_environment(), **{k: v for k, v in _conninfo(url).items() if v}}
+    host = params.get("host") or params.get("PGHOST") or "localhost"
+    port = params.get("port") or params.get("PGPORT") or "5432"
+    name = params.get("dbname") or params.get("PGDATABASE") or params.get("user") or "?"
     return f"{host}:{port}/{name}"
 
 

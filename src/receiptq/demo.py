@@ -60,6 +60,7 @@ from receiptq.config import receiptq_home
 from receiptq.demo_database import DEMO_DOMAIN, MARK_OPTION, DemoRefused, describe
 from receiptq.services import receipts
 from receiptq.services.faults import FAIL_RATE_VARIABLE
+from receiptq.settings import child_environment
 from receiptq.stats import add_histograms, empty_histogram, histogram_percentile
 
 WORKER_MODULE = "receiptq.actors"
@@ -209,8 +210,7 @@ def start_workers(
 ) -> subprocess.Popen[bytes]:
     """The stock Dramatiq CLI over receiptq.actors, pointed at the SMTP sink."""
     ocr_threads = max(1, (os.cpu_count() or 1) // args.workers)
-    env = dict(
-        os.environ,
+    env = child_environment(
         RECEIPTQ_DATABASE_URL=url,
         RECEIPTQ_SMTP_HOST="127.0.0.1",
         RECEIPTQ_SMTP_PORT=str(smtp_port),
@@ -408,10 +408,8 @@ def _run_in(where: place.Place, args: argparse.Namespace, console: Console) -> d
     applied = [name for names in receipts.migrate(url).values() for name in names]
     if applied:
         console.print(f"migrated: {', '.join(applied)}")
-    # receiptq.actors builds the workers' broker from the environment when imported;
-    # this process sends through a broker of its own on the demo's URL and queues.
-    os.environ.setdefault("RECEIPTQ_DATABASE_URL", url)
-    from receiptq.actors.receipts import receipt_broker
+    # This process sends through a broker of its own on the demo's URL and queues.
+    from receiptq.actors.app import receipt_broker
 
     run_id = new_run_id()
     folder = receiptq_home() / "demo" / run_id
