@@ -166,3 +166,26 @@ def test_importing_the_workers_module_reads_nothing_and_connects_nowhere(tmp_pat
         listener.close()
     assert not (tmp_path / "home").exists()  # no embedded PostgreSQL
     assert elapsed < 30
+
+
+def test_a_broker_reads_its_settings_on_first_use_not_when_built_or_closed(monkeypatch):
+    monkeypatch.setenv("RECEIPTQ_LEASE_S", "not-a-number")
+    broker = PostgresBroker(middleware=[])
+    broker.declare_queue("nothing_read")
+    broker.close()
+    with pytest.raises(ConfigError, match="^RECEIPTQ_LEASE_S must be a number"):
+        broker.lease_s  # noqa: B018  (the first use)
+
+
+def test_the_app_broker_declares_the_receipt_steps_on_first_use(monkeypatch):
+    from receiptq.actors.app import AppBroker
+
+    broker = AppBroker()
+    monkeypatch.setenv("RECEIPTQ_RECEIPT_QUEUE_PREFIX", "late.")
+    monkeypatch.delenv("RECEIPTQ_OCR_URL", raising=False)
+    try:
+        assert {"late.ocr", "late.matching", "late.email"} <= broker.get_declared_queues()
+        assert broker.get_actor("ocr_receipt").options["prefetch"] == 1
+        assert broker.get_actor("send_email").queue_name == "late.email"
+    finally:
+        broker.close()

@@ -997,6 +997,9 @@ class PostgresBroker(Broker):
 
         Bounded in time whatever the database does: every statement of the shutdown
         shares one budget (:data:`receiptq.pg.outage.SHUTDOWN_BUDGET_S`)."""
+        if "settings" not in self.__dict__:  # never used: nothing was opened
+            atexit.unregister(self._flush_at_exit)
+            return
         self._gate.start_shutdown()
         with self._lock:
             consumers = list(self._consumers)
