@@ -40,6 +40,7 @@ from receiptq.errors import (
     ReceiptqError,
     shorten,
 )
+from receiptq.settings import libpq_environment, pooler_from_env
 
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -157,7 +158,7 @@ def pooler(url: str) -> PoolerMode:
     mode = _pooler_modes.get(url) or _pooler_modes.get("")
     if mode is not None:
         return mode
-    return pooler_mode(os.environ.get("RECEIPTQ_POOLER", "") or "session")
+    return pooler_mode(pooler_from_env())
 
 
 def listens(url: str) -> bool:
@@ -455,10 +456,10 @@ _CONNECT_FAILURES = (
 
 def describe_database(url: str | None) -> str:
     """``HOST:PORT/DBNAME`` of a URL for messages (never the user or the password)."""
-    params = _conninfo(url)
-    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
-    port = params.get("port") or os.environ.get("PGPORT") or "5432"
-    name = params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user") or "?"
+    params = {**libpq_environment(), **{k: v for k, v in _conninfo(url).items() if v}}
+    host = params.get("host") or params.get("PGHOST") or "localhost"
+    port = params.get("port") or params.get("PGPORT") or "5432"
+    name = params.get("dbname") or params.get("PGDATABASE") or params.get("user") or "?"
     return f"{host}:{port}/{name}"
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import psutil
 
+from receiptq.settings import child_environment
+
 #: How long a graceful stop waits before it kills the process group (s).
 STOP_GRACE_S = 10.0
 
@@ -60,7 +62,7 @@ def start_dramatiq(
     Its output goes to ``log_path`` (truncated, or appended to with ``append_log``),
     else nowhere. ``env``: more environment variables; ``unset``: variables of this
     process's environment that the workers must not see."""
-    environment = {**os.environ, "RECEIPTQ_DATABASE_URL": url, **(env or {})}
+    environment = child_environment(RECEIPTQ_DATABASE_URL=url, **(env or {}))
     for name in unset:
         environment.pop(name, None)
     command = dramatiq_command(module, processes=processes, threads=threads, queues=queues)

@@ -12,9 +12,7 @@ from receiptq.services import images, receipts
 
 
 @pytest.fixture
-def url(database_url, monkeypatch) -> str:
-    # `receipts submit` imports receiptq.actors, whose broker is built from the environment.
-    monkeypatch.setenv("RECEIPTQ_DATABASE_URL", database_url)
+def url(database_url) -> str:
     return database_url
 
 

@@ -32,8 +32,6 @@ def run_demo(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, 
 def test_demo_processes_every_receipt_checks_the_truth_and_clears_it_for_the_next(
     database_url, conn, capsys, monkeypatch, tmp_path
 ):
-    # The demo imports receiptq.actors, whose broker is built from the environment.
-    monkeypatch.setenv("RECEIPTQ_DATABASE_URL", database_url)
     monkeypatch.setenv("RECEIPTQ_HOME", str(tmp_path))
     small = ["--receipts", "5", "--workers", "1", "--threads", "2", "--json", "--seed", "11",
              "--in-place"]  # fmt: skip

@@ -50,8 +50,7 @@ def app_data(conn) -> dict:
 def app_database(database_url, conn, monkeypatch) -> str:
     """The app's database: one dead letter, one queued and one delayed OCR job, and a
     receipt of the app's own user (whose OCR job is the queued one)."""
-    monkeypatch.setenv("RECEIPTQ_DATABASE_URL", database_url)
-    from receiptq.actors import receipts as actors
+    from receiptq.actors import app as actors
 
     broker = actors.receipt_broker(database_url)
     dramatiq.set_broker(broker)

@@ -272,9 +272,8 @@ def test_the_dead_letter_report_counts_the_last_hour_by_actor_and_error(conn):
 
 
 @pytest.fixture
-def maintenance(broker, database_url, monkeypatch):
-    """receiptq.actors.periodic, imported with the test database as the environment's."""
-    monkeypatch.setenv("RECEIPTQ_DATABASE_URL", database_url)
+def maintenance(broker):
+    """receiptq.actors.periodic, its actors run on the test's broker."""
     from receiptq.actors import periodic
 
     dramatiq.set_broker(broker)  # importing receiptq.actors set its own broker

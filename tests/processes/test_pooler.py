@@ -287,8 +287,9 @@ def test_transaction_mode_prepares_nothing_where_psycopg_would(transaction_poole
 
 def test_pooler_setting_is_checked_and_turns_listen_off(monkeypatch, database_url):
     monkeypatch.setenv("RECEIPTQ_POOLER", "statement")
+    unread = PostgresBroker(database_url)  # a broker reads its settings on first use
     with pytest.raises(ConfigError, match="RECEIPTQ_POOLER must be session or transaction"):
-        PostgresBroker(database_url)
+        unread.pooler  # noqa: B018
     with pytest.raises(ConfigError, match=r"PostgresBroker\(pooler=...\) must be"):
         PostgresBroker(database_url, pooler="bogus")
     monkeypatch.setenv("RECEIPTQ_POOLER", "transaction")

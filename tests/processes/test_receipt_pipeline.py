@@ -22,12 +22,9 @@ from tests_support import start_dramatiq, stop, wait_until
 
 
 @pytest.fixture
-def receipt_actors(database_url, monkeypatch) -> Iterator[tuple[ModuleType, PostgresBroker]]:
-    """The receipt actors module and a broker that sends to the test's database."""
-    # receiptq.actors builds the workers' broker from the environment when first
-    # imported: point it here so that it never starts an embedded server.
-    monkeypatch.setenv("RECEIPTQ_DATABASE_URL", database_url)
-    from receiptq.actors import receipts as actors
+def receipt_actors(database_url) -> Iterator[tuple[ModuleType, PostgresBroker]]:
+    """The receipt app's module and a broker that sends to the test's database."""
+    from receiptq.actors import app as actors
 
     sender = actors.receipt_broker(database_url)
     yield actors, sender

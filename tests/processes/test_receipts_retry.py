@@ -24,9 +24,8 @@ class FixedOcr:
 
 
 @pytest.fixture
-def sender(database_url, monkeypatch) -> Iterator[PostgresBroker]:
-    monkeypatch.setenv("RECEIPTQ_DATABASE_URL", database_url)
-    from receiptq.actors import receipts as actors
+def sender(database_url) -> Iterator[PostgresBroker]:
+    from receiptq.actors import app as actors
 
     broker = actors.receipt_broker(database_url)
     dramatiq.set_broker(broker)  # the in-process OCR step's breaker

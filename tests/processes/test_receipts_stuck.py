@@ -25,15 +25,13 @@ from tests_support import start_dramatiq, stop, wait_until
 
 @pytest.fixture
 def url(database_url, monkeypatch) -> str:
-    # receiptq.actors builds the workers' broker from the environment when imported.
-    monkeypatch.setenv("RECEIPTQ_DATABASE_URL", database_url)
     monkeypatch.setenv("COLUMNS", "250")  # rich tables on one line per row
     return database_url
 
 
 @pytest.fixture
 def sender(url) -> Iterator[tuple[ModuleType, PostgresBroker]]:
-    from receiptq.actors import receipts as actors
+    from receiptq.actors import app as actors
 
     broker = actors.receipt_broker(url)
     # In-process service calls (read_receipt's OCR breaker) use the global broker:

@@ -15,7 +15,6 @@ its group's module, or in a new module listed in :data:`COMMAND_GROUPS`.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from typing import Any, NoReturn
 
 import psycopg
 
-from receiptq import __version__, config
+from receiptq import __version__, config, settings
 from receiptq.cli import (
     bench,
     breakers,
@@ -113,15 +112,8 @@ def _pooler_setting(mode: str | None) -> Iterator[None]:
     if mode is None:
         yield
         return
-    before = os.environ.get("RECEIPTQ_POOLER")
-    os.environ["RECEIPTQ_POOLER"] = mode
-    try:
+    with settings.environment_with(RECEIPTQ_POOLER=mode):
         yield
-    finally:
-        if before is None:
-            os.environ.pop("RECEIPTQ_POOLER", None)
-        else:
-            os.environ["RECEIPTQ_POOLER"] = before
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -109,10 +109,8 @@ def _run_in(where: place.Place, args: argparse.Namespace, console: Console) -> d
     applied = [name for names in receipts.migrate(url).values() for name in names]
     if applied:
         console.print(f"migrated: {', '.join(applied)}")
-    # receiptq.actors builds the workers' broker from the environment when imported;
-    # this process sends through a broker of its own on the demo's URL and queues.
-    os.environ.setdefault("RECEIPTQ_DATABASE_URL", url)
-    from receiptq.actors.receipts import receipt_broker
+    # This process sends through a broker of its own on the demo's URL and queues.
+    from receiptq.actors.app import receipt_broker
 
     run_id = new_run_id()
     folder = receiptq_home() / "demo" / run_id
