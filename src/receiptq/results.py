@@ -25,6 +25,7 @@ from psycopg_pool import ConnectionPool
 
 from receiptq import db
 from receiptq.config import database_url
+from receiptq.pg.delivery import Postponed, outcome_of
 
 __all__ = ["PostgresResultBackend"]
 
@@ -103,7 +104,7 @@ class PostgresResultBackend(ResultBackend):
         # Dramatiq's Results stores None for a skipped message; a delivery a breaker
         # or a throttle postponed was skipped only for now, so nothing is stored and
         # a reader keeps waiting for the real result.
-        if getattr(message, "postponed", False):
+        if isinstance(outcome_of(message), Postponed):
             return
         super().store_result(message, result, ttl)
 
