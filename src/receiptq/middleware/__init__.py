@@ -29,8 +29,9 @@ from dramatiq.middleware import (
 )
 from dramatiq.results import Results
 
+from receiptq.breaker_storage import configure_breaker, get_breaker
 from receiptq.middleware.backoff import BackoffRetries, PermanentError, RetryAfter, compute_backoff
-from receiptq.middleware.breakers import CircuitBreakers, configure_breaker, get_breaker
+from receiptq.middleware.breakers import CircuitBreakers
 from receiptq.middleware.tier_resolver import TierResolver, app_user_tier
 from receiptq.rate_limits import PostgresRateLimiterBackend
 from receiptq.results import PostgresResultBackend

@@ -26,10 +26,10 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from receiptq.breaker_storage import get_breaker
 from receiptq.config import env_float, env_int
+from receiptq.errors import PermanentError, RetryAfter
 from receiptq.extras import import_optional
-from receiptq.middleware.backoff import PermanentError, RetryAfter
-from receiptq.middleware.breakers import get_breaker
 from receiptq.services.faults import maybe_fail
 
 #: Timeout of one HTTP OCR call (s).
