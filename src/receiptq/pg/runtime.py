@@ -1,9 +1,14 @@
 """The process's resources on one database: the pool (opened on first use), the
 gate the worker's own parts wait through, the watch that says once what is wrong
-with the database, the flusher of acks and statistics, the LISTEN connection and
-the heartbeat. A forked child (Dramatiq's worker processes) starts with none of
-its parent's: the runtime resets itself in the child; buffered writes are
-flushed when the interpreter exits.
+with the database, the flusher of acks and statistics, the one LISTEN connection
+(routing each channel to its subscribers) and the heartbeat. A forked child
+(Dramatiq's worker processes) starts with none of its parent's: the runtime
+resets itself in the child; buffered writes are flushed when the interpreter exits.
+
+One runtime per process and URL: the broker's is shared (:func:`shared_runtime`)
+with the result backend, the rate-limiter backend and the tier resolver on its
+database (:class:`RuntimeRef`), so that a worker process holds at most its pool
+and one LISTEN connection. Without a broker on the URL they make one of their own.
 """
 
 from __future__ import annotations
@@ -24,6 +29,19 @@ from receiptq.pg.listener import Listener
 from receiptq.pg.outage import DatabaseWatch, PoolGate
 
 T = TypeVar("T")
+
+#: The channel of the jobs' notifications (payload: a queue name, or
+#: ``later:queue`` / ``tiered:queue``), and the statement that listens to it.
+JOBS_CHANNEL = "receiptq"
+LISTEN_JOBS = "LISTEN receiptq"
+
+#: The runtime of each URL that others share: the last broker's (or a component's own).
+_SHARED: weakref.WeakValueDictionary[str, Runtime] = weakref.WeakValueDictionary()
+
+
+def shared_runtime(url: str) -> Runtime | None:
+    """The runtime this process shares on ``url``, if any."""
+    return _SHARED.get(url)
 
 
 def reset_in_children(owner: T, reset: Callable[[T], None]) -> None:
@@ -47,15 +65,31 @@ class Runtime:
       pool_max_size(int): connections in the pool.
       listen(bool): open the LISTEN connection when the worker services start.
       ack_flush_ms(int): how long acks are batched, at most.
+      share(bool): others on the URL use this one (see :func:`shared_runtime`).
+      generic_plans(bool), name(str): as for :func:`receiptq.db.open_pool`.
     """
 
-    def __init__(self, url: str, *, pool_max_size: int, listen: bool, ack_flush_ms: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_max_size: int,
+        listen: bool,
+        ack_flush_ms: int,
+        share: bool = True,
+        generic_plans: bool = True,
+        name: str = "receiptq",
+    ) -> None:
         self.url = url
         self.pool_max_size = pool_max_size
         self.listen = listen
         self.ack_flush_ms = ack_flush_ms
+        self._generic_plans = generic_plans
+        self._name = name
         self._reset()
         reset_in_children(self, Runtime._reset)
+        if share:
+            _SHARED[url] = self
         atexit.register(self._flush_at_exit)
 
     def _reset(self) -> None:
@@ -66,6 +100,7 @@ class Runtime:
         self.gate = PoolGate(self.pool, self.watch)
         self.flusher = Flusher(self.gated, ack_flush_ms=self.ack_flush_ms)
         self.listener: Listener | None = None
+        self._jobs_subscribed = False
         self.heartbeat: Heartbeat | None = None
 
     def _flush_at_exit(self) -> None:
@@ -81,7 +116,11 @@ class Runtime:
             with self._lock:
                 if self._pool is None:
                     self._pool = db.open_pool(
-                        self.url, max_size=self.pool_max_size, generic_plans=True, wait=False
+                        self.url,
+                        max_size=self.pool_max_size,
+                        name=self._name,
+                        generic_plans=self._generic_plans,
+                        wait=False,
                     )
         return self._pool
 
@@ -92,6 +131,32 @@ class Runtime:
     def open_gate(self) -> None:
         """Waits for connections as in normal running again (a new worker, a reopened broker)."""
         self.gate = PoolGate(self.pool, self.watch)
+
+    def subscribe(
+        self,
+        channel: str,
+        statement: str,
+        callback: Callable[[str], None],
+        *,
+        on_listen: Callable[[], None] | None = None,
+    ) -> threading.Event:
+        """Have the process's LISTEN connection (opened on first use) call
+        ``callback(payload)`` for each notification on ``channel`` (see
+        :meth:`Listener.subscribe`); returns the event set while it listens."""
+        with self._lock:
+            if self.listener is None:
+                self.listener = Listener(self.url, watch=self.watch)
+            return self.listener.subscribe(channel, statement, callback, on_listen=on_listen)
+
+    def unsubscribe(
+        self,
+        channel: str,
+        callback: Callable[[str], None],
+        on_listen: Callable[[], None] | None = None,
+    ) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener.unsubscribe(channel, callback, on_listen)
 
     def start_worker_services(
         self,
@@ -105,8 +170,9 @@ class Runtime:
         """The LISTEN connection (``wake`` gets each notification) and the heartbeat,
         started once; the heartbeat's first beat runs now, in the caller's thread."""
         with self._lock:
-            if self.listen and self.listener is None:
-                self.listener = Listener(self.url, wake, watch=self.watch)
+            if self.listen and not self._jobs_subscribed:
+                self.subscribe(JOBS_CHANNEL, LISTEN_JOBS, wake)
+                self._jobs_subscribed = True
             if self.heartbeat is None:
                 self.heartbeat = Heartbeat(
                     self.gated,
@@ -129,6 +195,7 @@ class Runtime:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+            self._jobs_subscribed = False
         if self.heartbeat is not None:
             self.heartbeat.close()
             self.heartbeat = None
@@ -142,3 +209,49 @@ class Runtime:
         self._pool = None
         self.open_gate()
         atexit.unregister(self._flush_at_exit)
+
+
+class RuntimeRef:
+    """The runtime a component that is not the broker uses on ``url``: the shared
+    one when there is one (a broker's on the same database), else its own, made on
+    first use with ``pool_max_size`` connections (and shared from then on).
+
+    Parameters:
+      url(str): the database.
+      pool_max_size(int): the pool of its own runtime, if it needs one.
+      name(str): that pool's name.
+    """
+
+    def __init__(self, url: str, *, pool_max_size: int, name: str) -> None:
+        self.url = url
+        self.pool_max_size = pool_max_size
+        self.name = name
+        self._own: Runtime | None = None
+        self._lock = threading.Lock()
+        reset_in_children(self, RuntimeRef._reset_lock)
+
+    def _reset_lock(self) -> None:
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Runtime:
+        shared = shared_runtime(self.url)
+        if shared is not None:
+            return shared
+        with self._lock:
+            if self._own is None:
+                self._own = Runtime(
+                    self.url,
+                    pool_max_size=self.pool_max_size,
+                    listen=True,
+                    ack_flush_ms=5,
+                    generic_plans=False,
+                    name=self.name,
+                )
+            return self._own
+
+    def close(self) -> None:
+        """Close its own runtime (they reopen on next use); a shared one is its owner's."""
+        own = self._own
+        if own is not None:
+            own.stop_services()
+            own.close()
