@@ -21,11 +21,9 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import psycopg
 from dramatiq.broker import Broker, Consumer, MessageProxy
 from dramatiq.common import dq_name, q_name
 from dramatiq.errors import QueueJoinTimeout, QueueNotFound
@@ -43,18 +41,17 @@ from receiptq.pg.heartbeat import Heartbeat, new_worker_id
 from receiptq.pg.holdings import Holdings
 from receiptq.pg.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
-    JobRow,
     MessageError,
     job_columns,
-    job_row,
 )
 from receiptq.pg.runtime import Runtime, reset_in_children
+from receiptq.pg.sending import DEFAULT_MAX_RETRIES, Sending
 from receiptq.pg.settle import Settler
 from receiptq.pg.worker_hooks import DeliveryClock as _DeliveryClock
 from receiptq.pg.worker_hooks import WorkerFacts
 from receiptq.tiers import TierPolicy
 
-__all__ = ["ClaimPath", "JobProxy", "MessageError", "PostgresBroker"]
+__all__ = ["DEFAULT_MAX_RETRIES", "ClaimPath", "JobProxy", "MessageError", "PostgresBroker"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +61,11 @@ DEFAULT_LEASE_S = 30.0
 DEFAULT_POLL_INTERVAL_MS = 500
 #: Connections in the process's pool.
 DEFAULT_POOL_MAX_SIZE = 6
-#: Dramatiq's Retries default, used when no Retries middleware says otherwise.
-DEFAULT_MAX_RETRIES = 20
 #: Option set on the message ``enqueue`` returns when its ``unique_key`` was taken.
 DUPLICATE_OPTION = "duplicate"
 
 
-class PostgresBroker(Broker):
+class PostgresBroker(Sending, Broker):
     """A Dramatiq broker whose queues, delays, leases and dead letters live in PostgreSQL.
 
     Parameters:
@@ -172,46 +167,6 @@ class PostgresBroker(Broker):
     def _heartbeat(self) -> Heartbeat | None:
         return self.runtime.heartbeat
 
-    # -- connections ------------------------------------------------------------------
-
-    @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection for one statement: the caller's transaction if one is bound
-        with :meth:`transaction`, else one from the pool (autocommit)."""
-        bound = getattr(self._local, "conn", None)
-        if bound is not None:
-            yield bound
-        else:
-            with self.runtime.pool().connection() as conn:
-                yield conn
-
-    @contextmanager
-    def pool_connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection from this process's pool (autocommit), never a transaction
-        bound with :meth:`transaction`: for writes that must commit on their own at
-        once, whatever the caller's transaction does (e.g. circuit-breaker state)."""
-        with self.runtime.pool().connection() as conn:
-            yield conn
-
-    @contextmanager
-    def transaction(self, conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
-        """Send messages inside the caller's own transaction on ``conn``.
-
-        Inside the block, ``actor.send(...)`` (and :meth:`enqueue_many`) write
-        on ``conn`` without committing, so the jobs commit or roll back with the
-        caller's own rows::
-
-            with psycopg.connect(url) as conn, conn.transaction(), broker.transaction(conn):
-                conn.execute("INSERT INTO receipts ...")
-                process_receipt.send(receipt_id)
-        """
-        previous = getattr(self._local, "conn", None)
-        self._local.conn = conn
-        try:
-            yield conn
-        finally:
-            self._local.conn = previous
-
     # -- queues -----------------------------------------------------------------------
 
     def declare_queue(self, queue_name: str) -> None:
@@ -245,26 +200,6 @@ class PostgresBroker(Broker):
         return canonical
 
     # -- sending ----------------------------------------------------------------------
-
-    def _max_retries(self, actor_name: str) -> int | None:
-        actor = self.actors.get(actor_name)
-        if actor is not None and "max_retries" in actor.options:
-            return actor.options["max_retries"]
-        for middleware in self.middleware:
-            if isinstance(middleware, Retries):
-                return middleware.max_retries
-        return DEFAULT_MAX_RETRIES
-
-    def _row(self, message: Message[Any], delay: int | None) -> JobRow:
-        actor = self.actors.get(message.actor_name)
-        return job_row(
-            message,
-            delay_ms=delay,
-            actor_priority=actor.priority if actor is not None else 0,
-            max_retries=self._max_retries(message.actor_name),
-            max_bytes=self.max_message_bytes,
-            tiers=self.tier_policy,
-        )
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         """Store a message as a job, due now or after ``delay`` ms; return it.
@@ -365,25 +300,15 @@ class PostgresBroker(Broker):
         return self._claims.claim_settings(queue_name)[0]
 
     def postpone(self, message: MessageProxy, *, delay_ms: int) -> None:
-        """Put a delivery back to queued for ``delay_ms`` without using up an attempt.
-
-        For middleware that decides, before the actor runs, that now is not the
-        time (an open circuit breaker, a throttle): call this, then raise
-        ``dramatiq.middleware.SkipMessage`` so the actor does not run. The ack
-        that follows the skip leaves the postponed row alone.
-        """
+        """Put a delivery back to queued for ``delay_ms`` without using up an attempt
+        (see :meth:`receiptq.pg.settle.Settler.postpone`)."""
         if not isinstance(message, JobProxy):
             raise TypeError("postpone() takes a message delivered by a PostgresBroker")
         self._settle.postpone(message, delay_ms=delay_ms)
 
     def keep_retry(self, message: MessageProxy, delay_ms: int, error: Exception) -> bool:
-        """Re-queueing a failed delivery (a retry in ``delay_ms``) raised ``error``.
-
-        If the database was unavailable, the retry is kept in this process and stored
-        once the database answers, after the delivery's ack (its lease is renewed
-        meanwhile; if the process dies, the lease brings the job back): returns
-        True. False: ``error`` is something else, for the caller to raise.
-        """
+        """Re-queueing a failed delivery raised ``error``: True when the retry is kept
+        (see :meth:`receiptq.pg.settle.Settler.keep_retry`), False to raise it."""
         return isinstance(message, JobProxy) and self._settle.keep_retry(message, delay_ms, error)
 
     def finish(self, message: JobProxy) -> None:
