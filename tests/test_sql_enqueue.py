@@ -11,7 +11,11 @@ import pytest
 from dramatiq.message import Message
 from psycopg import errors, sql
 
+from receiptq import db
+from receiptq.broker import PostgresBroker
+from receiptq.pg.heartbeat import Heartbeat, WorkerStatus
 from receiptq.pg.messages import decode_message, encode_message
+from receiptq.tiers import TierPolicy
 
 
 def enqueue(conn, *args, **kwargs):
@@ -85,7 +89,7 @@ def test_the_message_has_the_fields_the_broker_stores(conn):
     assert message.message_id == message_id == str(uuid.UUID(message_id))
     assert abs(message.message_timestamp / 1000 - time.time()) < 60
     assert (row["queue"], row["actor"], row["priority"], row["tier"], row["user_id"]) == (
-        "ocr", "ocr_receipt", 3, "pro", "u-7",
+        "ocr", "ocr_receipt", 13, "pro", "u-7",  # pro's offset (10) added, as a send adds it
     )  # fmt: skip
     assert row["unique_key"] == "receipt-42"
     assert row["max_attempts"] == 21  # Dramatiq's default of 20 retries, plus the first run
@@ -136,3 +140,77 @@ def test_bad_input_raises_a_clear_error_and_stores_nothing(conn, args, kwargs, e
 def test_an_oversized_message_is_refused(conn):
     with pytest.raises(errors.ProgramLimitExceeded, match="over the limit of 1 MiB"):
         enqueue(conn, "a", "ocr", json.dumps(["x" * (1024 * 1024)]))
+
+
+def test_a_tier_adds_its_priority_offset_as_a_send_from_python_does(broker, conn):
+    broker.declare_queue("ocr")
+    for tier in ("enterprise", "pro", "free"):
+        sent = broker.enqueue(
+            Message("ocr", "ocr_receipt", (1,), {}, {"priority": 2, "tier": tier})
+        )
+        from_sql = enqueue(conn, "ocr_receipt", "ocr", "[1]", priority=2, tier=tier)
+        rows = conn.execute(
+            "SELECT message_id, priority, (message->'options'->>'priority')::int AS given"
+            " FROM receiptq.jobs WHERE message_id IN (%s, %s)",
+            (sent.message_id, from_sql),
+        ).fetchall()
+        assert len(rows) == 2
+        assert {r["priority"] for r in rows} == {
+            2 + TierPolicy.from_env().get(tier).priority_offset
+        }
+        assert {r["given"] for r in rows} == {2}
+
+
+def test_an_unknown_tier_is_refused_naming_the_known_ones(conn):
+    with pytest.raises(errors.InvalidParameterValue, match="unknown tier 'gold'.*enterprise, pro"):
+        enqueue(conn, "a", "ocr", "[]", tier="gold")
+    assert conn.execute("SELECT count(*) AS n FROM receiptq.jobs").fetchone()["n"] == 0
+
+
+def test_a_worker_writes_its_tier_policy_which_sql_sends_then_follow(database_url, conn):
+    broker = PostgresBroker(database_url, tiers=TierPolicy.parse("gold:4:5,tin:1:50"))
+    try:
+        broker.declare_queue("ocr")
+        broker.consume("ocr", timeout=100).close()  # a consumer starts the heartbeat
+        policy = conn.execute(
+            "SELECT name, priority_offset, weight FROM receiptq.tiers ORDER BY name"
+        ).fetchall()
+        assert [tuple(r.values()) for r in policy] == [("gold", 5, 4.0), ("tin", 50, 1.0)]
+        message_id = enqueue(conn, "a", "ocr", "[]", priority=1, tier="tin")
+        assert job(conn, message_id)["priority"] == 51
+        with pytest.raises(errors.InvalidParameterValue, match="unknown tier 'pro'"):
+            enqueue(conn, "a", "ocr", "[]", tier="pro")
+    finally:
+        broker.close()
+
+
+def test_sql_sends_are_counted_as_enqueued_once_committed_and_never_when_rolled_back(
+    database_url, conn
+):
+    with db.connect(database_url) as sender:
+        with sender.transaction():
+            for n in range(3):
+                enqueue(sender, "report", "default", json.dumps([n]))
+            enqueue(sender, "ocr_receipt", "ocr", "[]")
+        with pytest.raises(RuntimeError), sender.transaction():
+            enqueue(sender, "report", "default", "[9]")
+            raise RuntimeError("roll back")
+    pool = db.open_pool(database_url, max_size=1)
+    beat = Heartbeat(
+        lambda: pool, worker_id="h:1:sql", lease_s=600, interval_s=300,
+        status=lambda: WorkerStatus([], []),
+    )  # fmt: skip
+    try:
+        beat.beat()  # the first beat ran in the constructor; a second finds nothing more
+    finally:
+        beat.close()
+        pool.close()
+    rows = conn.execute(
+        "SELECT queue, actor, sum(enqueued)::int AS n FROM receiptq.stats_minute"
+        " GROUP BY queue, actor ORDER BY queue"
+    ).fetchall()
+    assert [tuple(r.values()) for r in rows] == [
+        ("default", "report", 3),
+        ("ocr", "ocr_receipt", 1),
+    ]
+    assert conn.execute("SELECT count(*) AS n FROM receiptq.sql_sends").fetchone()["n"] == 0

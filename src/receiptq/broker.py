@@ -273,6 +273,7 @@ class PostgresBroker(Sending, Broker):
             lease_s=self.lease_s,
             status=self._holdings.status,
             on_rescue=self._count_rescued,
+            tiers=self.tier_policy,
         )
 
     def _count_rescued(self, outcomes: list[dict[str, Any]]) -> None:

@@ -27,6 +27,7 @@ from receiptq.pg.flusher import Flusher
 from receiptq.pg.heartbeat import Heartbeat, WorkerStatus
 from receiptq.pg.listener import Listener
 from receiptq.pg.outage import DatabaseWatch, PoolGate
+from receiptq.tiers import TierPolicy
 
 T = TypeVar("T")
 
@@ -166,6 +167,7 @@ class Runtime:
         lease_s: float,
         status: Callable[[], WorkerStatus],
         on_rescue: Callable[[list[dict[str, Any]]], None],
+        tiers: TierPolicy,
     ) -> Heartbeat:
         """The LISTEN connection (``wake`` gets each notification) and the heartbeat,
         started once; the heartbeat's first beat runs now, in the caller's thread."""
@@ -181,6 +183,7 @@ class Runtime:
                     interval_s=max(lease_s / 3, 0.2),
                     status=status,
                     on_rescue=on_rescue,
+                    tiers=tiers,
                 )
             return self.heartbeat
 
