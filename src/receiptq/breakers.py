@@ -2,7 +2,7 @@
 
 One row per breaker in ``receiptq.breakers`` (created once a process calls its
 service). The breakers' own transitions, made by the workers, are their
-storage's (:mod:`receiptq.middleware.breakers`); this module is what ``receiptq
+storage's (:mod:`receiptq.breaker_storage`); this module is what ``receiptq
 breakers``, ``receiptq status`` and the dashboard read and do.
 """
 

@@ -4,9 +4,11 @@
 ``receiptq.rate_limits`` (value and expiry). Every operation is one atomic
 statement, except ``incr_and_sum``, which sums several keys and so runs in a
 short transaction under an advisory lock on the limiter's key. ``wait`` blocks
-on LISTEN/NOTIFY (one listening connection per process) and polls as well; with
+on LISTEN/NOTIFY (the process's one listening connection) and polls as well; with
 ``RECEIPTQ_POOLER=transaction`` (a transaction-mode pooler, where LISTEN is
-unavailable) it only polls.
+unavailable) it only polls. Connections are the process's
+(:mod:`receiptq.pg.runtime`): the broker's pool and LISTEN connection when a
+broker was built on the same database, else its own.
 
 Per-key limits are plain Dramatiq limiters with a key per user, e.g. at most
 10 emails per user per hour::
@@ -23,29 +25,22 @@ and group completion callbacks work with ``GroupCallbacks(backend)``.
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from dramatiq.rate_limits import RateLimiterBackend
-from psycopg_pool import ConnectionPool
 
 from receiptq import db
 from receiptq.config import database_url
+from receiptq.pg.runtime import RuntimeRef, reset_in_children
 from receiptq.settings import Settings
 
 __all__ = ["PostgresRateLimiterBackend"]
 
-logger = logging.getLogger(__name__)
-
-#: How long the listener waits for notifications per round (s): close() waits at most this.
-LISTEN_WAIT_S = 0.2
-#: Pause before the listener reconnects after losing its connection (s).
-RECONNECT_DELAY_S = 1.0
+#: The channel of rate-limit events (payload: the md5 of the key).
+CHANNEL = "receiptq_rate_limits"
 
 
 def key_scope(key: str) -> str:
@@ -66,8 +61,8 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
       url(str): PostgreSQL URL (or a function returning it, asked on first use).
         Default: ``RECEIPTQ_DATABASE_URL``, then ``DATABASE_URL``, then the
         embedded PostgreSQL.
-      pool_max_size(int): connections of this backend per process
-        (``RECEIPTQ_RATE_LIMIT_POOL_MAX_SIZE``, 4).
+      pool_max_size(int): connections of its own pool per process, when no broker
+        on the same database shares its own (``RECEIPTQ_RATE_LIMIT_POOL_MAX_SIZE``, 4).
       poll_interval_ms(int): how often ``wait`` re-reads without a notification
         (``RECEIPTQ_RATE_LIMIT_POLL_INTERVAL_MS``, 500).
       settings(Settings): where the values not given come from (default: the
@@ -97,15 +92,11 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
         self.pool_max_size = settings.rate_limit_pool_max_size
         self.poll_interval_s = settings.rate_limit_poll_interval_ms / 1000
         self.listen = settings.listen
+        self._runtime = RuntimeRef(
+            lambda: self.url, pool_max_size=self.pool_max_size, name="receiptq-rate-limits"
+        )
         self._reset()
-        this = weakref.ref(self)
-
-        def reset_in_child() -> None:  # a forked worker gets its own pool and listener
-            backend = this()
-            if backend is not None:
-                backend._reset()
-
-        os.register_at_fork(after_in_child=reset_in_child)
+        reset_in_children(self, PostgresRateLimiterBackend._reset)
 
     @property
     def url(self) -> str:
@@ -116,21 +107,11 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
-        self._pool: ConnectionPool | None = None
-        self._listener: _EventListener | None = None
         self._waiters: dict[str, set[_Waiter]] = {}
-
-    def _get_pool(self) -> ConnectionPool:
-        with self._lock:
-            if self._pool is None:
-                self._pool = db.open_pool(
-                    self.url, max_size=self.pool_max_size, name="receiptq-rate-limits"
-                )
-            return self._pool
 
     def _one(self, name: str, params: dict[str, Any]) -> bool:
         """Run a statement that returns a row when it took effect."""
-        with self._get_pool().connection() as conn:
+        with self._runtime().pool().connection() as conn:
             return db.fetch_one(conn, name, params) is not None
 
     # -- the RateLimiterBackend contract --------------------------------------------
@@ -161,7 +142,7 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
         summed = list(keys())
         scopes = sorted({key_scope(k) for k in [key, *summed]})
         params = {"key": key, "keys": summed, "amount": amount, "maximum": maximum, "ttl_ms": ttl}
-        with self._get_pool().connection() as conn, conn.transaction():
+        with self._runtime().pool().connection() as conn, conn.transaction():
             db.fetch_all(conn, "rate_limit_lock_scopes", {"scopes": scopes})
             return db.fetch_one(conn, "rate_limit_incr_within_sum", params) is not None
 
@@ -173,7 +154,7 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
     def wait_notify(self, key: str, ttl: int) -> None:
         """Publish an event on ``key``: waiters in every process return; later waits
         return at once for ``ttl`` ms."""
-        with self._get_pool().connection() as conn:
+        with self._runtime().pool().connection() as conn:
             db.fetch_all(conn, "rate_limit_notify", {"key": key, "ttl_ms": ttl})
 
     def wait_many(self, keys: Iterable[str], timeout: int | None) -> list[str]:
@@ -187,14 +168,24 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
         digests = [key_digest(k) for k in keys]
         waiter = _Waiter()
         self._register(digests, waiter)
-        self._await_listener()
+        runtime = self._runtime() if self.listen and db.listens(self.url) else None
+        if runtime is not None:
+            # Listen before checking: a key published between the first read and
+            # LISTEN would wake nobody. Waits at most one poll interval (a listener
+            # that cannot connect by then is no better than polling); one that
+            # connects later, or again after losing its connection, wakes every
+            # waiter to read again.
+            listening = runtime.subscribe(
+                CHANNEL, db.query("rate_limit_listen"), self._wake, on_listen=self._wake_all
+            )
+            listening.wait(self.poll_interval_s)
         try:
             while True:
                 # Taken before reading: a notify from now on ends the next wait early.
                 notified = waiter.take_notified()
                 if notified:  # a notify is a publish: no need to read it back
                     return [k for k, d in zip(keys, digests, strict=True) if d in notified]
-                with self._get_pool().connection() as conn:
+                with self._runtime().pool().connection() as conn:
                     fired = [
                         r["key"] for r in db.fetch_all(conn, "rate_limit_live_keys", {"keys": keys})
                     ]
@@ -209,6 +200,8 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
                 waiter.woken.wait(pause)
         finally:
             self._unregister(digests, waiter)
+            if runtime is not None:
+                runtime.unsubscribe(CHANNEL, self._wake, self._wake_all)
 
     # -- waking waiters ---------------------------------------------------------------
 
@@ -216,17 +209,6 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
         with self._lock:
             for digest in digests:
                 self._waiters.setdefault(digest, set()).add(waiter)
-            if self.listen and self._listener is None and db.listens(self.url):
-                self._listener = _EventListener(self.url, self._wake, on_listen=self._wake_all)
-
-    def _await_listener(self) -> None:
-        """Listen before checking: a key published between the first read and LISTEN
-        would wake nobody. Waits at most one poll interval (a listener that cannot
-        connect by then is no better than polling); a listener that connects later,
-        or again after losing its connection, wakes every waiter to read again."""
-        listener = self._listener
-        if listener is not None:
-            listener.connected.wait(self.poll_interval_s)
 
     def _unregister(self, digests: list[str], waiter: _Waiter) -> None:
         with self._lock:
@@ -250,14 +232,9 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
             waiter.wake(None)
 
     def close(self) -> None:
-        """Stop the listener and close the pool (both reopen on next use)."""
-        with self._lock:
-            listener, self._listener = self._listener, None
-            pool, self._pool = self._pool, None
-        if listener is not None:
-            listener.close()
-        if pool is not None:
-            pool.close()
+        """Close its own connections, if it has any (a broker's are the broker's);
+        they reopen on next use."""
+        self._runtime.close()
 
 
 class _Waiter:
@@ -280,43 +257,3 @@ class _Waiter:
             self.woken.clear()
             notified, self._notified = self._notified, set()
             return notified
-
-
-class _EventListener:
-    """A daemon thread that LISTENs for rate-limit events and calls ``wake(digest)``,
-    and ``on_listen()`` each time LISTEN is in place (events published while it
-    was not were missed)."""
-
-    def __init__(
-        self, url: str, wake: Callable[[str], None], *, on_listen: Callable[[], None]
-    ) -> None:
-        self._url = url
-        self._wake = wake
-        self._on_listen = on_listen
-        self._stop = threading.Event()
-        self.connected = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="receiptq-rate-limit-listener", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with db.connect(self._url, **db.connect_timeout(self._url)) as conn:
-                    conn.execute(db.query("rate_limit_listen"))
-                    self.connected.set()
-                    self._on_listen()
-                    while not self._stop.is_set():
-                        for notify in conn.notifies(timeout=LISTEN_WAIT_S):
-                            self._wake(notify.payload)
-            except Exception as exc:
-                self.connected.clear()
-                if self._stop.is_set():
-                    return
-                logger.warning("rate-limit listener lost its connection (%s); polling", exc)
-                self._stop.wait(RECONNECT_DELAY_S)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(3.0)

@@ -6,25 +6,27 @@ are deleted in batches: every ``prune_every`` writes of a process, and by
 :meth:`PostgresResultBackend.prune`. A blocking ``get_result`` listens for the
 notification the write sends, polling as a fallback. A delivery postponed by a
 circuit breaker stores nothing (Dramatiq's Results would store ``None``).
+
+Connections are the process's (:mod:`receiptq.pg.runtime`): the broker's pool and
+LISTEN connection when a broker was built on the same database, else a runtime
+of its own (``pool_max_size`` connections and one LISTEN connection).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import weakref
 from typing import Any
 
-import psycopg
 from dramatiq.encoder import Encoder
 from dramatiq.results import ResultBackend, ResultMissing, ResultTimeout
 from dramatiq.results.backend import DEFAULT_TIMEOUT, Missing, MResult
-from psycopg_pool import ConnectionPool
 
 from receiptq import db
 from receiptq.config import database_url
+from receiptq.pg.delivery import Postponed, outcome_of
+from receiptq.pg.runtime import Runtime, RuntimeRef
 
 __all__ = ["PostgresResultBackend"]
 
@@ -48,7 +50,8 @@ class PostgresResultBackend(ResultBackend):
       namespace(str): key namespace, as for every Dramatiq backend.
       encoder(Encoder): how results are encoded (default: Dramatiq's encoder).
       prune_every(int): delete expired results every this many writes (default 1000).
-      pool_max_size(int): connections in this process's pool (default 4).
+      pool_max_size(int): connections of its own pool, when no broker on the same
+        database shares its own (default 4).
       listen(bool): blocking reads wait for LISTEN/NOTIFY (default on); they poll
         instead with ``RECEIPTQ_POOLER=transaction``, whatever this says.
     """
@@ -70,32 +73,13 @@ class PostgresResultBackend(ResultBackend):
         self.prune_every = prune_every
         self.pool_max_size = pool_max_size
         self.listen = listen
+        self._runtime = RuntimeRef(self.url, pool_max_size=pool_max_size, name="receiptq-results")
         self._lock = threading.Lock()
-        self._pool: ConnectionPool | None = None
         self._writes = 0
-        this = weakref.ref(self)
-
-        def reset_in_child() -> None:
-            backend = this()
-            if backend is not None:
-                backend._lock = threading.Lock()
-                backend._pool = None
-
-        os.register_at_fork(after_in_child=reset_in_child)
-
-    def _get_pool(self) -> ConnectionPool:
-        with self._lock:
-            if self._pool is None:
-                self._pool = db.open_pool(
-                    self.url, max_size=self.pool_max_size, name="receiptq-results"
-                )
-            return self._pool
 
     def close(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.close()
-            self._pool = None
+        """Close its own connections, if it has any (a broker's are the broker's)."""
+        self._runtime.close()
 
     # -- the ResultBackend contract -----------------------------------------------------
 
@@ -103,12 +87,12 @@ class PostgresResultBackend(ResultBackend):
         # Dramatiq's Results stores None for a skipped message; a delivery a breaker
         # or a throttle postponed was skipped only for now, so nothing is stored and
         # a reader keeps waiting for the real result.
-        if getattr(message, "postponed", False):
+        if isinstance(outcome_of(message), Postponed):
             return
         super().store_result(message, result, ttl)
 
     def _get(self, message_key: str) -> MResult:
-        with self._get_pool().connection() as conn:
+        with self._runtime().pool().connection() as conn:
             row = db.fetch_one(conn, "result_get", {"key": message_key})
         if row is None:
             return Missing
@@ -116,7 +100,7 @@ class PostgresResultBackend(ResultBackend):
 
     def _store(self, message_key: str, result: Any, ttl: int) -> None:
         params = {"key": message_key, "value": self.encoder.encode(result), "ttl_s": ttl / 1000}
-        with self._get_pool().connection() as conn:
+        with self._runtime().pool().connection() as conn:
             db.fetch_all(conn, "result_store", params)
         with self._lock:
             self._writes += 1
@@ -147,20 +131,26 @@ class PostgresResultBackend(ResultBackend):
     def _wait(self, key: str, deadline: float) -> MResult:
         if not self.listen or not db.listens(self.url):
             return self._poll(key, deadline)
-        with db.connect(self.url) as conn:
-            conn.execute(db.query("result_listen"))
+        woken = threading.Event()
+
+        def wake(payload: str) -> None:
+            if payload == key:
+                woken.set()
+
+        runtime: Runtime = self._runtime()
+        listening = runtime.subscribe(CHANNEL, db.query("result_listen"), wake)
+        try:
+            # LISTEN before the first read: a write in between still wakes us.
+            listening.wait(max(0.0, min(POLL_FALLBACK_S, deadline - time.monotonic())))
             while True:
-                result = self._get(key)  # after LISTEN: a write in between still wakes us
+                woken.clear()
+                result = self._get(key)
                 remaining = deadline - time.monotonic()
                 if result is not Missing or remaining <= 0:
                     return result
-                self._await_notify(conn, key, min(remaining, POLL_FALLBACK_S))
-
-    @staticmethod
-    def _await_notify(conn: psycopg.Connection[Any], key: str, timeout_s: float) -> None:
-        for notify in conn.notifies(timeout=timeout_s):
-            if notify.payload == key:
-                return
+                woken.wait(min(remaining, POLL_FALLBACK_S))
+        finally:
+            runtime.unsubscribe(CHANNEL, wake)
 
     def _poll(self, key: str, deadline: float) -> MResult:
         delay = 0.01
@@ -175,7 +165,7 @@ class PostgresResultBackend(ResultBackend):
     # -- pruning ------------------------------------------------------------------------
 
     def _prune_batch(self) -> int:
-        with self._get_pool().connection() as conn:
+        with self._runtime().pool().connection() as conn:
             return db.execute(conn, "result_prune", {"limit": PRUNE_BATCH})
 
     def prune(self) -> int:

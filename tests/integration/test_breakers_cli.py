@@ -10,10 +10,9 @@ from datetime import timedelta
 import pybreaker
 import pytest
 
+from receiptq import breaker_storage as breakers_module
 from receiptq import cli
-from receiptq.broker import PostgresBroker
-from receiptq.middleware import breakers as breakers_module
-from receiptq.middleware.breakers import (
+from receiptq.breaker_storage import (
     BreakerSettings,
     PostgresBreakerStorage,
     SharedCircuitBreaker,
@@ -21,6 +20,7 @@ from receiptq.middleware.breakers import (
     get_breaker,
     open_breaker_wait_ms,
 )
+from receiptq.broker import PostgresBroker
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -36,12 +36,12 @@ from unittest import mock
 import pytest
 from pybreaker import CircuitBreakerError, CircuitBreakerListener
 
-from receiptq.broker import PostgresBroker
-from receiptq.middleware.breakers import (
+from receiptq.breaker_storage import (
     BreakerSettings,
     PostgresBreakerStorage,
     SharedCircuitBreaker,
 )
+from receiptq.broker import PostgresBroker
 
 MakeBreaker = Callable[..., SharedCircuitBreaker]
 

@@ -10,7 +10,7 @@ import dramatiq
 import pytest
 from dramatiq.middleware import Retries
 
-from receiptq import broker as broker_module
+from receiptq import middleware as broker_module
 from receiptq.broker import PostgresBroker
 from receiptq.errors import PermanentError
 from receiptq.middleware import BackoffRetries, CircuitBreakers

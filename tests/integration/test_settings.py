@@ -16,7 +16,7 @@ import pytest
 
 from receiptq.broker import PostgresBroker
 from receiptq.errors import ConfigError
-from receiptq.middleware.breakers import breaker_settings
+from receiptq.breaker_storage import breaker_settings
 from receiptq.periodic import ensure_periodiq
 from receiptq.settings import Settings, readme_table
 
@@ -127,7 +127,7 @@ IMPORT_ACTORS = """
 import sys, dramatiq
 import receiptq.actors
 broker = dramatiq.get_broker()
-print(type(broker).__name__, "settings" in vars(broker), broker._pool is not None)
+print(type(broker).__name__, "settings" in vars(broker), "runtime" in vars(broker))
 """
 
 

@@ -18,7 +18,14 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import ResultMissing
 
+from receiptq import breaker_storage as breakers_module
 from receiptq import monitor
+from receiptq.breaker_storage import (
+    MIN_POSTPONE_MS,
+    Refusal,
+    breaker_settings,
+    postponement_ms,
+)
 from receiptq.broker import PostgresBroker
 from receiptq.config import ConfigError
 from receiptq.middleware import (
@@ -27,13 +34,6 @@ from receiptq.middleware import (
     get_breaker,
     receiptq_middleware,
     with_results,
-)
-from receiptq.middleware import breakers as breakers_module
-from receiptq.middleware.breakers import (
-    MIN_POSTPONE_MS,
-    Refusal,
-    breaker_settings,
-    postponement_ms,
 )
 from tests_support import start_dramatiq, stop, wait_until
 

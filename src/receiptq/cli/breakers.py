@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from receiptq import breakers, db
+from receiptq.breaker_storage import validate_breaker_name
 from receiptq.cli._common import (
     EXIT_OK,
     CommandError,
@@ -30,7 +31,6 @@ from receiptq.cli._common import (
     url,
 )
 from receiptq.cli.status_views import breakers_table
-from receiptq.middleware.breakers import validate_breaker_name
 
 
 @contextmanager

@@ -16,6 +16,7 @@ use ``store_results`` (Dramatiq checks actor options against the middleware).
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 from dramatiq.broker import Broker
@@ -28,11 +29,14 @@ from dramatiq.middleware import (
 )
 from dramatiq.results import Results
 
+from receiptq.breaker_storage import configure_breaker, get_breaker
 from receiptq.middleware.backoff import BackoffRetries, PermanentError, RetryAfter, compute_backoff
-from receiptq.middleware.breakers import CircuitBreakers, configure_breaker, get_breaker
+from receiptq.middleware.breakers import CircuitBreakers
 from receiptq.middleware.tier_resolver import TierResolver, app_user_tier
 from receiptq.rate_limits import PostgresRateLimiterBackend
 from receiptq.results import PostgresResultBackend
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BackoffRetries",
@@ -98,3 +102,22 @@ def with_results(
         Results(backend=backend, store_results=store_results, result_ttl=result_ttl_ms)
     )
     return backend
+
+
+def middleware_or_default(middleware: list[Middleware] | None) -> list[Middleware]:
+    """A broker's middleware: receiptq's stack when the caller gave none; a warning
+    (once) for a stack whose retries ignore PermanentError and RetryAfter."""
+    if middleware is None:
+        return receiptq_middleware()
+    if any(isinstance(m, Retries) and not isinstance(m, BackoffRetries) for m in middleware):
+        _warn_plain_retries()
+    return middleware
+
+
+@functools.cache
+def _warn_plain_retries() -> None:
+    logger.warning(
+        "PostgresBroker built with Dramatiq's plain Retries middleware: PermanentError and "
+        "RetryAfter are retried like any error and never dead-lettered at once; use "
+        "receiptq.middleware.receiptq_middleware() (or BackoffRetries in place of Retries)"
+    )

@@ -11,7 +11,8 @@ job waiting for its retry is held by no worker. Errors are classified:
 - anything else: retried after :func:`compute_backoff`, until the retries run
   out (reason "retries exhausted").
 
-The reason is handed to the broker in ``message.options["dead_letter_reason"]``.
+The reason is said on the delivery (``delivery.outcome = DeadLettered(reason)``,
+see :mod:`receiptq.pg.delivery`), where the broker's nack reads it.
 
 A retry that cannot be stored because the database is unavailable (a restart)
 is handed to the broker's ``keep_retry`` (``PostgresBroker``'s): the job is safe under its lease, the
@@ -32,6 +33,8 @@ from dramatiq.errors import ActorNotFound, Retry
 from dramatiq.middleware import Retries
 
 from receiptq.errors import PermanentError, RetryAfter
+from receiptq.pg.delivery import DeadLettered, JobProxy, Postponed, outcome_of
+from receiptq.pg.sending import DEFAULT_MAX_RETRIES
 
 __all__ = ["BackoffRetries", "PermanentError", "RetryAfter", "compute_backoff"]
 
@@ -39,8 +42,6 @@ __all__ = ["BackoffRetries", "PermanentError", "RetryAfter", "compute_backoff"]
 DEFAULT_MIN_BACKOFF_MS = 15_000
 #: Longest backoff (ms): 7 days, as in Dramatiq.
 DEFAULT_MAX_BACKOFF_MS = 7 * 86_400_000
-#: Retries of a job before it is dead-lettered, as in Dramatiq.
-DEFAULT_MAX_RETRIES = 20
 
 #: Dead-letter reasons this middleware records.
 REASON_PERMANENT = "permanent error"
@@ -118,7 +119,7 @@ class BackoffRetries(Retries):
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: Any = None
     ) -> None:
-        if exception is None or message.failed or getattr(message, "postponed", False):
+        if exception is None or message.failed or isinstance(outcome_of(message), Postponed):
             return
         try:
             actor_options = broker.get_actor(message.actor_name).options
@@ -139,7 +140,6 @@ class BackoffRetries(Retries):
             self._notify_exhausted(broker, message, retries, options)
             return
         delay_ms = self.delay_ms(retries, exception, options)
-        message.options.pop("dead_letter_reason", None)
         self.logger.info("Retrying message %r in %d ms.", message.message_id, delay_ms)
         try:
             broker.enqueue(message, delay=delay_ms)
@@ -181,7 +181,8 @@ class BackoffRetries(Retries):
 
     @staticmethod
     def _fail(message: Any, reason: str) -> None:
-        message.options["dead_letter_reason"] = reason
+        if isinstance(message, JobProxy):
+            message.outcome = DeadLettered(reason)
         message.fail()
 
     def _notify_exhausted(

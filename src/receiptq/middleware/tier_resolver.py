@@ -12,6 +12,7 @@ from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
 from receiptq import db
+from receiptq.pg.runtime import RuntimeRef
 
 #: How long a looked-up tier is reused (s): a user's upgrade shows within this time.
 DEFAULT_TTL_S = 30.0
@@ -58,11 +59,13 @@ class TierResolver(Middleware):
 
 
 def app_user_tier(url: str | Callable[[], str]) -> Resolver:
-    """A resolver that reads the tier from the receipt app's ``receiptq_app.users`` table
-    (``url`` may be a function that gives it when first needed)."""
+    """A resolver that reads the tier from the receipt app's ``receiptq_app.users``
+    table, on the process's connections (the broker's pool on the same database;
+    ``url`` may be a function that gives it when first needed)."""
+    runtime = RuntimeRef(url, pool_max_size=2, name="receiptq-tiers")
 
     def resolve(user_id: str) -> str | None:
-        with db.connect(url() if callable(url) else url) as conn:
+        with runtime().pool().connection() as conn:
             row = db.fetch_one(conn, "user_tier", {"user_id": user_id})
         return None if row is None else row["tier"]
 

@@ -1,1 +1,3 @@
-"""The broker's parts: message encoding, wake-ups, batched writes, heartbeats."""
+"""The broker's parts: the consumer, claims, settling a delivery, what the process
+holds, sending, the process's connection runtime (pool, LISTEN, heartbeat,
+flusher), message encoding, and the outage handling they share."""

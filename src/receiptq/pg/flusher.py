@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg.pq import TransactionStatus
+
 from receiptq import db
 from receiptq.pg.outage import Backoff, database_problem, first_line
 from receiptq.stats import BUCKETS, bucket_of
@@ -110,6 +112,20 @@ class Flusher:
             for name, value in increments.items():
                 setattr(counters, name, getattr(counters, name) + value)
         self._ensure_thread()
+
+    def count_sent(self, conn: Any, sent: SendCounts) -> None:
+        """Count jobs stored on ``conn`` once they commit: now on an autocommit
+        connection, else when the caller's transaction commits (a rolled-back send
+        is never counted)."""
+        if not sent:
+            return
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            for (queue, actor), n in sent.items():
+                self.count(queue, actor, enqueued=n)
+            return
+        row = db.fetch_one(conn, "transaction_id")
+        assert row is not None
+        self.count_on_commit(row["xid"], dict(sent))
 
     def count_on_commit(self, xid: int, sent: SendCounts) -> None:
         """Count jobs sent in the open transaction ``xid`` once it commits (never if

@@ -72,6 +72,23 @@ class JobRow:
         }
 
 
+def job_columns(rows: list[JobRow]) -> dict[str, list[Any]]:
+    """Many jobs' columns, one array each, for ``job_enqueue_many``."""
+    return {
+        "message_ids": [r.message_id for r in rows],
+        "queues": [r.queue for r in rows],
+        "actors": [r.actor for r in rows],
+        "priorities": [r.priority for r in rows],
+        "run_ats": [r.run_at for r in rows],
+        "delays_s": [r.delay_s for r in rows],
+        "max_attempts": [r.max_attempts for r in rows],
+        "tiers": [r.tier for r in rows],
+        "user_ids": [r.user_id for r in rows],
+        "unique_keys": [r.unique_key for r in rows],
+        "messages": [r.message for r in rows],
+    }
+
+
 def encode_message(message: Message[Any], *, max_bytes: int) -> str:
     """The message as compact JSON text, or a MessageError saying why not."""
     actor = shorten(repr(message.actor_name))

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
-from receiptq.middleware.backoff import PermanentError
-from receiptq.middleware.breakers import get_breaker
+from receiptq.breaker_storage import get_breaker
+from receiptq.errors import PermanentError
 from receiptq.services.email_templates import TEMPLATES
 from receiptq.services.faults import maybe_fail
 from receiptq.settings import Settings

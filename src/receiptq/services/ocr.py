@@ -25,9 +25,9 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from receiptq.breaker_storage import get_breaker
+from receiptq.errors import PermanentError, RetryAfter
 from receiptq.extras import import_optional
-from receiptq.middleware.backoff import PermanentError, RetryAfter
-from receiptq.middleware.breakers import get_breaker
 from receiptq.services.faults import maybe_fail
 from receiptq.settings import Settings
 

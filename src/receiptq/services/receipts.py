@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 
 from receiptq import db
-from receiptq.middleware.backoff import PermanentError
+from receiptq.errors import PermanentError
 from receiptq.services import email as mail
 from receiptq.services.matching import (
     DEFAULT_RULES,
