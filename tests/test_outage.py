@@ -71,6 +71,25 @@ def test_watch_says_once_that_the_database_is_gone_and_once_that_it_is_back(capl
     assert watch.problem is None
 
 
+def test_a_wait_begun_during_the_outage_that_fails_after_it_does_not_open_another(caplog):
+    watch = DatabaseWatch(URL)
+    with caplog.at_level(logging.WARNING, logger="receiptq.pg.outage"):
+        assert watch.failed(psycopg.OperationalError("connection refused"))
+        waiting_since = time.monotonic()  # e.g. a wait for a pooled connection
+        watch.answered(time.monotonic() + SETTLE_S)  # another part got through
+        assert watch.failed(PoolTimeout("couldn't get a connection"), waiting_since)
+        assert watch.problem is None
+        later = time.monotonic() + SETTLE_S
+        assert watch.failed(psycopg.OperationalError("connection refused"), later)
+        assert watch.problem == UNREACHABLE  # a failure begun after it was back: a new one
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(" ")[:3] for line in lines] == [
+        ["waiting", "for", "the"],
+        ["the", "database", "at"],
+        ["waiting", "for", "the"],
+    ]
+
+
 def test_watch_tells_to_migrate_and_leaves_other_errors_to_the_caller(caplog):
     watch = DatabaseWatch(URL)
     with caplog.at_level(logging.WARNING, logger="receiptq.pg.outage"):

@@ -35,3 +35,12 @@ def wait_for_file(job_no: int, path: str) -> None:
     while not os.path.exists(path):
         time.sleep(0.05)
     _record(job_no)
+
+
+@dramatiq.actor(queue_name="faults", max_retries=20, min_backoff=100, max_backoff=1000)
+def nap(job_no: int, ms: float, path: str) -> None:
+    """Works ``ms`` milliseconds, then appends its number to a file (not the database:
+    a job that fails while the database restarts would log a traceback of its own)."""
+    time.sleep(ms / 1000)
+    with open(path, "a") as runs:
+        runs.write(f"{job_no}\n")

@@ -133,8 +133,9 @@ class Heartbeat:
         try:
             self.refresh(status)
         except Exception as exc:
-            # Once until a write works again, not every second.
-            if not self._refresh_failing:
+            # Once until a write works again, not every second; a database that is gone
+            # or not migrated is said once by the pool's watch, not here as well.
+            if not self._refresh_failing and database_problem(exc) is None:
                 logger.warning("could not write the started deliveries (%s); retrying", exc)
             self._refresh_failing = True
         else:

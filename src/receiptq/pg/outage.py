@@ -112,6 +112,7 @@ class DatabaseWatch:
         self._lock = threading.Lock()
         self._problem: str | None = None
         self._since = 0.0
+        self._answered_at = float("-inf")  # when the last problem ended (monotonic)
         pool_logger = logging.getLogger("psycopg.pool")
         if _pool_filter not in pool_logger.filters:
             pool_logger.addFilter(_pool_filter)
@@ -120,13 +121,21 @@ class DatabaseWatch:
     def problem(self) -> str | None:
         return self._problem
 
-    def failed(self, exc: BaseException) -> bool:
+    def failed(self, exc: BaseException, started_at: float | None = None) -> bool:
         """Note an error; True when it is a database problem the caller waits out
-        (logged here, once per problem), False when it is the caller's to handle."""
+        (logged here, once per problem), False when it is the caller's to handle.
+
+        ``started_at`` (monotonic): when the failed attempt began. An attempt begun
+        before the database answered again (e.g. a wait for a pooled connection that
+        began during the outage and timed out just after it) tells nothing new: it
+        does not open a new problem (the outage is said once, not once more at its end).
+        """
         problem = database_problem(exc)
         if problem is None:
             return False
         with self._lock:
+            if started_at is not None and started_at < self._answered_at:
+                return True
             changed = problem != self._problem
             if self._problem is None:
                 self._since = time.monotonic()
@@ -144,6 +153,8 @@ class DatabaseWatch:
             return
         with self._lock:
             was, self._problem = self._problem, None
+            if was is not None:
+                self._answered_at = time.monotonic()
         if was is not None:
             logger.warning(
                 "the database at %s answers again (after %.1f s); workers carry on",
@@ -214,7 +225,7 @@ class PoolGate:
                 yield conn
         except BaseException as exc:
             if not (isinstance(exc, PoolTimeout) and _busy(pool)):
-                self.watch.failed(exc)
+                self.watch.failed(exc, started_at)
             raise
         self.watch.answered(started_at)
 
