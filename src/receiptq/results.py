@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -25,6 +26,8 @@ from psycopg_pool import ConnectionPool
 
 from receiptq import db
 from receiptq.config import database_url
+from receiptq.pg.outage import first_line
+from receiptq.pg.pending_retries import database_away
 
 __all__ = ["PostgresResultBackend"]
 
@@ -38,6 +41,81 @@ PRUNE_BATCH = 5000
 POLL_FALLBACK_S = 0.5
 #: The channel result writes notify (payload: the message key).
 CHANNEL = "receiptq_results"
+#: How long a result write waits for a pooled connection (s): a worker thread is not
+#: held for the pool's 30 s while the database is down (the result is kept instead).
+WRITE_WAIT_S = 5.0
+#: Results kept per process at most while the database is unavailable.
+KEPT_LIMIT = 1000
+#: Pause between attempts to store the kept results while the database is away (s).
+KEPT_RETRY_S = 0.5
+
+
+class KeptResults:
+    """Results that could not be written because the database was unavailable (a
+    restart): kept in the process (at most :data:`KEPT_LIMIT`) and written by one
+    daemon thread as soon as it answers. Said in one warning line per outage (when the
+    first is kept), not in a CRITICAL traceback per result from Dramatiq's Results."""
+
+    def __init__(self, write: Callable[[dict[str, Any]], None]) -> None:
+        self._write = write
+        self._lock = threading.Lock()
+        self._kept: list[dict[str, Any]] = []
+        self._stored_at = float("-inf")  # when the last kept ones were stored (monotonic)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def keep(self, params: dict[str, Any], exc: BaseException, started_at: float) -> bool:
+        """Keep one write that began at ``started_at`` (monotonic); False when
+        :data:`KEPT_LIMIT` are kept already. Said once per outage: not again for a
+        write that began before the kept ones were stored."""
+        with self._lock:
+            if len(self._kept) >= KEPT_LIMIT or self._stop.is_set():
+                return False
+            first = not self._kept and started_at > self._stored_at
+            self._kept.append(params)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="receiptq-kept-results", daemon=True
+                )
+                self._thread.start()
+        if first:
+            logger.warning(
+                "results are kept in this process while the database is unavailable (%s); "
+                "they are stored once it answers",
+                first_line(exc),
+            )
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(KEPT_RETRY_S):
+            with self._lock:
+                pending, self._kept = self._kept, []
+            for i, params in enumerate(pending):
+                try:
+                    self._write(params)
+                except Exception as exc:
+                    if database_away(exc):  # still away: keep the rest for the next try
+                        with self._lock:
+                            self._kept[:0] = pending[i:]
+                        break
+                    logger.warning("a kept result was not stored (%s)", first_line(exc))
+            with self._lock:
+                if not self._kept:
+                    self._stored_at = time.monotonic()
+                    self._thread = None
+                    return
+
+    def close(self) -> None:
+        """Stop; results not stored by then are lost (their readers time out)."""
+        self._stop.set()
+        with self._lock:
+            thread, lost = self._thread, len(self._kept)
+        if thread is not None:
+            thread.join(KEPT_RETRY_S * 2)
+        if lost:
+            logger.warning(
+                "%d results kept while the database was unavailable were not stored", lost
+            )
 
 
 class PostgresResultBackend(ResultBackend):
@@ -73,6 +151,7 @@ class PostgresResultBackend(ResultBackend):
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
         self._writes = 0
+        self._kept = KeptResults(self._write)
         this = weakref.ref(self)
 
         def reset_in_child() -> None:
@@ -80,6 +159,7 @@ class PostgresResultBackend(ResultBackend):
             if backend is not None:
                 backend._lock = threading.Lock()
                 backend._pool = None
+                backend._kept = KeptResults(backend._write)
 
         os.register_at_fork(after_in_child=reset_in_child)
 
@@ -92,6 +172,7 @@ class PostgresResultBackend(ResultBackend):
             return self._pool
 
     def close(self) -> None:
+        self._kept.close()
         with self._lock:
             if self._pool is not None:
                 self._pool.close()
@@ -116,7 +197,15 @@ class PostgresResultBackend(ResultBackend):
 
     def _store(self, message_key: str, result: Any, ttl: int) -> None:
         params = {"key": message_key, "value": self.encoder.encode(result), "ttl_s": ttl / 1000}
-        with self._get_pool().connection() as conn:
+        started_at = time.monotonic()
+        try:
+            self._write(params)
+        except Exception as exc:
+            if not database_away(exc) or not self._kept.keep(params, exc, started_at):
+                raise
+
+    def _write(self, params: dict[str, Any]) -> None:
+        with self._get_pool().connection(timeout=WRITE_WAIT_S) as conn:
             db.fetch_all(conn, "result_store", params)
         with self._lock:
             self._writes += 1
