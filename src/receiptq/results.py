@@ -44,6 +44,9 @@ CHANNEL = "receiptq_results"
 #: How long a result write waits for a pooled connection (s): a worker thread is not
 #: held for the pool's 30 s while the database is down (the result is kept instead).
 WRITE_WAIT_S = 5.0
+#: After its line, an outage is not said again for this long (s): right after a
+#: restart the pool may still fail a write or two while it reconnects.
+KEPT_QUIET_S = 30.0
 #: Results kept per process at most while the database is unavailable.
 KEPT_LIMIT = 1000
 #: Pause between attempts to store the kept results while the database is away (s).
@@ -61,17 +64,26 @@ class KeptResults:
         self._lock = threading.Lock()
         self._kept: list[dict[str, Any]] = []
         self._stored_at = float("-inf")  # when the last kept ones were stored (monotonic)
+        self._warned_at = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def keep(self, params: dict[str, Any], exc: BaseException, started_at: float) -> bool:
         """Keep one write that began at ``started_at`` (monotonic); False when
         :data:`KEPT_LIMIT` are kept already. Said once per outage: not again for a
-        write that began before the kept ones were stored."""
+        write that began before the kept ones were stored, nor within
+        :data:`KEPT_QUIET_S` of the last line."""
         with self._lock:
             if len(self._kept) >= KEPT_LIMIT or self._stop.is_set():
                 return False
-            first = not self._kept and started_at > self._stored_at
+            now = time.monotonic()
+            first = (
+                not self._kept
+                and started_at > self._stored_at
+                and now - self._warned_at > KEPT_QUIET_S
+            )
+            if first:
+                self._warned_at = now
             self._kept.append(params)
             if self._thread is None:
                 self._thread = threading.Thread(

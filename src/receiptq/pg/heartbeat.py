@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from receiptq import db
-from receiptq.pg.outage import Backoff, database_problem
+from receiptq.pg.outage import UNREACHABLE, Backoff, database_problem
 from receiptq.pg.resources import Thresholds, sample_host, throttle_reason
 
 logger = logging.getLogger(__name__)
@@ -134,8 +134,9 @@ class Heartbeat:
             self.refresh(status)
         except Exception as exc:
             # Once until a write works again, not every second; a database that is gone
-            # or not migrated is said once by the pool's watch, not here as well.
-            if not self._refresh_failing and database_problem(exc) is None:
+            # is said once by the pool's watch, not here as well (a missing column is
+            # said here: it names what the migration left out).
+            if not self._refresh_failing and database_problem(exc) != UNREACHABLE:
                 logger.warning("could not write the started deliveries (%s); retrying", exc)
             self._refresh_failing = True
         else:
