@@ -305,7 +305,11 @@ def plot(samples: list[dict[str, Any]], path: Path) -> None:
 
     by_name = {s.name: pts for s, pts in series_of(samples).items() if not idle(pts)}
     panels: list[tuple[str, list[str], float]] = [
-        ("worker RSS (MB)", [n for n in by_name if n.endswith(" RSS")], 1),
+        (
+            "worker RSS (MB; the y axis does not start at 0)",
+            [n for n in by_name if n.endswith(" RSS")],
+            1,
+        ),
         ("table size (MiB)", [n for n in by_name if n.endswith(" size")], 1),
         ("dead tuples", [n for n in by_name if n.endswith("dead tuples")], 1),
         (
@@ -323,6 +327,8 @@ def plot(samples: list[dict[str, Any]], path: Path) -> None:
             if pts:
                 ax.plot([t for t, _ in pts], [v / scale for _, v in pts], label=name, lw=1)
         ax.set_title(title, fontsize=9)
+        if not title.startswith("worker RSS"):
+            ax.set_ylim(bottom=0)
         ax.tick_params(labelsize=7)
         if ax.lines:
             ax.legend(fontsize=6, loc="upper left")
