@@ -8,6 +8,10 @@ machine with nothing but Python.
 Each test that asks for ``database_url`` gets a database of its own, cloned from
 a template that has every migration of both chains applied (the queue's and the
 receipt app's; built once per session).
+
+The tests are in folders by kind, each its marker (``pytest -m unit``): ``unit``
+(no database, no processes: seconds), ``integration`` (a real PostgreSQL) and
+``processes`` (real ``dramatiq`` worker processes, servers restarted, a browser).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -28,6 +33,18 @@ from receiptq import db
 from receiptq.broker import PostgresBroker
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+TESTS = Path(__file__).resolve().parent
+#: The folders of tests/, each the marker of the tests in it (registered in pyproject.toml).
+KINDS = ("unit", "integration", "processes")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's kind."""
+    for item in items:
+        kind = item.path.relative_to(TESTS).parts[0]
+        if kind in KINDS:
+            item.add_marker(kind)
 
 
 def _answers(url: str) -> bool:

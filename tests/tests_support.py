@@ -2,54 +2,33 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from receiptq import processes as receiptq_processes
 
 TESTS = Path(__file__).resolve().parent
 
 
 def start_dramatiq(
-    module: str,
-    url: str,
-    *,
-    processes: int,
-    threads: int,
-    queues: Sequence[str] = (),
-    env: dict[str, str] | None = None,
-    log_path: Path | None = None,
+    module: str, url: str, *, env: dict[str, str] | None = None, **options: Any
 ) -> subprocess.Popen:
-    """The stock `dramatiq` CLI over `module` (importable from tests/), on `url`; its
-    output goes to `log_path` when given."""
-    environment = {
-        **os.environ,
-        "RECEIPTQ_DATABASE_URL": url,
-        "PYTHONPATH": str(TESTS),
-        **(env or {}),
-    }
-    command = [sys.executable, "-m", "dramatiq", module,
-               "--processes", str(processes), "--threads", str(threads)]  # fmt: skip
-    if queues:
-        command += ["--queues", *queues]
-    output = subprocess.DEVNULL if log_path is None else open(log_path, "ab")
-    try:
-        return subprocess.Popen(
-            command,
-            env=environment,
-            cwd=TESTS,
-            start_new_session=True,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    finally:
-        if log_path is not None:
-            output.close()
+    """The stock `dramatiq` CLI over `module` (importable from tests/), on `url`
+    (``options``: those of receiptq.processes.start_dramatiq); its output goes to
+    `log_path` when given (appended)."""
+    return receiptq_processes.start_dramatiq(
+        module,
+        url,
+        env={"PYTHONPATH": str(TESTS), **(env or {})},
+        cwd=TESTS,
+        append_log=True,
+        **options,
+    )
 
 
 def start_workers(
@@ -70,16 +49,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     signalling the whole group would deliver it twice, which Dramatiq treats as
     "kill now"). SIGKILL: to the whole group (a crash). Then wait, killing
     whatever is left after 20 s."""
-    if proc.poll() is None:
-        if sig == signal.SIGKILL:
-            os.killpg(proc.pid, sig)
-        else:
-            os.kill(proc.pid, sig)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+    receiptq_processes.stop_process(proc, grace_s=20, sig=sig)
 
 
 def wait_until(

@@ -17,8 +17,8 @@ from typing import Any
 import dramatiq
 import dramatiq.broker
 
-from receiptq.config import DATABASE_URL_VARIABLES
 from receiptq.errors import ReceiptqError, shorten
+from receiptq.settings import DATABASE_URL_VARIABLES, environment_with
 
 #: The module the workers import when told none (``dramatiq receiptq.actors``).
 DEFAULT_MODULE = "receiptq.actors"
@@ -32,10 +32,10 @@ def declared_actors(modules: Sequence[str], url: str) -> dict[str, dramatiq.Acto
     """Import ``modules``; return the actors they declare, by name.
 
     While the modules import, the environment names ``url`` as the database, so a
-    module that builds its broker from the environment (as ``receiptq.actors``
-    does) uses the database of the command and starts nothing else; the global
-    broker is restored afterwards. The actors are those of the broker a module
-    set, and those bound to a name in the modules (or modules they imported).
+    module that reads it on import uses the database of the command and starts
+    nothing else; the global broker is restored afterwards. The actors are those
+    of the broker a module set, those bound to a name in the modules (or modules
+    they imported), and those of brokers bound to a name there.
     """
     before = set(sys.modules)
     with _importing_for(url) as imported_broker:
@@ -49,6 +49,9 @@ def declared_actors(modules: Sequence[str], url: str) -> dict[str, dramatiq.Acto
         for value in list(vars(module).values()):
             if isinstance(value, dramatiq.Actor):
                 found.setdefault(value.actor_name, value)
+            elif isinstance(value, dramatiq.Broker):  # e.g. receiptq.actors' broker
+                for name in value.get_declared_actors():
+                    found.setdefault(name, value.get_actor(name))
     return found
 
 
@@ -66,26 +69,20 @@ def _import(name: str) -> None:
 def _importing_for(url: str) -> Iterator[Any]:
     """The environment and path a worker would import with; yields a function that
     returns the broker the imports set globally (None if they set none)."""
-    saved_env = {name: os.environ.get(name) for name in DATABASE_URL_VARIABLES}
     saved_broker = dramatiq.broker.global_broker
-    os.environ[DATABASE_URL_VARIABLES[0]] = url
     cwd_added = os.getcwd() not in sys.path
     if cwd_added:  # as the dramatiq CLI does: the app's package is found from here
         sys.path.insert(0, os.getcwd())
     broker: list[Any] = [None]
     try:
-        yield lambda: broker[0]
+        with environment_with(**{DATABASE_URL_VARIABLES[0]: url}):
+            yield lambda: broker[0]
     finally:
         if dramatiq.broker.global_broker is not saved_broker:
             broker[0] = dramatiq.broker.global_broker
         dramatiq.broker.global_broker = saved_broker
         if cwd_added:
             sys.path.remove(os.getcwd())
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _modules_of(names: Sequence[str], new: set[str]) -> Iterator[ModuleType]:

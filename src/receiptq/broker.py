@@ -32,14 +32,15 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from receiptq import db
-from receiptq.config import database_url, env_float, env_int, validate_queue_name
+from receiptq.config import embedded_database_url, validate_queue_name
+from receiptq.errors import ConfigError
 from receiptq.middleware import BackoffRetries, receiptq_middleware
+from receiptq.middleware.backoff import DEFAULT_MAX_RETRIES
 from receiptq.pg.delivery import JobProxy
 from receiptq.pg.flusher import Flusher
 from receiptq.pg.heartbeat import Heartbeat, WorkerStatus, new_worker_id
 from receiptq.pg.listener import Listener
 from receiptq.pg.messages import (
-    DEFAULT_MAX_MESSAGE_BYTES,
     JobRow,
     MessageError,
     decode_message,
@@ -54,24 +55,41 @@ from receiptq.pg.outage import (
     first_line,
 )
 from receiptq.pg.pending_retries import PendingRetries, database_away
+from receiptq.settings import Settings, validate_database_url
 from receiptq.tiers import UNTIERED, StrideState, TierPolicy, quotas
 
-__all__ = ["JobProxy", "MessageError", "PostgresBroker"]
+__all__ = ["DEFAULT_MAX_RETRIES", "JobProxy", "MessageError", "PostgresBroker"]
+
+#: The attributes a broker sets from its settings on first use (see ``__getattr__``).
+_FROM_SETTINGS = frozenset(
+    {
+        "settings",
+        "url",
+        "tier_policy",
+        "lease_s",
+        "poll_interval_s",
+        "pool_max_size",
+        "max_message_bytes",
+        "listen",
+        "pooler",
+        "_flusher",
+        "_watch",
+        "_gate",
+    }
+)
 
 logger = logging.getLogger(__name__)
 
-#: Lease on a claimed job (s); the heartbeat renews it every lease/3.
-DEFAULT_LEASE_S = 30.0
-#: How often an idle consumer looks for work without a notification (ms).
+#: How often an idle consumer looks for work without a notification (ms), unless
+#: ``RECEIPTQ_POLL_INTERVAL_MS`` says otherwise.
 DEFAULT_POLL_INTERVAL_MS = 500
-#: Connections in the process's pool.
-DEFAULT_POOL_MAX_SIZE = 6
+#: How often an idle consumer behind a transaction pooler looks for work (ms), unless
+#: ``RECEIPTQ_POLL_INTERVAL_MS`` says otherwise: no notification ever comes there.
+DEFAULT_POOLED_POLL_INTERVAL_MS = 200
 #: How often a consumer looks for tier classes its policy does not name (s).
 CLASS_CHECK_INTERVAL_S = 10.0
 #: How a claim goes: see :meth:`PostgresBroker.claim`.
 ClaimPath = Literal["locked", "fair", "plain"]
-#: Dramatiq's Retries default, used when no Retries middleware says otherwise.
-DEFAULT_MAX_RETRIES = 20
 #: Option set on the message ``enqueue`` returns when its ``unique_key`` was taken.
 DUPLICATE_OPTION = "duplicate"
 #: A consumer's pauses while the database is gone or not migrated (s): growing from
@@ -118,6 +136,17 @@ class _WorkerFacts(Middleware):
 
     actor_options = {"prefetch"}
 
+    def before_worker_boot(self, broker: Broker, worker: Any) -> None:
+        """Refuse to start, in one line, behind a transaction pooler in session mode."""
+        if isinstance(broker, PostgresBroker):
+            try:
+                db.check_pooler(broker.url)
+            except psycopg.Error:
+                pass  # the database is away: the worker starts and waits for it
+            except ConfigError as exc:
+                logger.error("%s", exc)
+                raise SystemExit(3) from None  # Dramatiq's "broker connection failed"
+
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         if isinstance(broker, PostgresBroker):
             broker.worker_threads = worker.worker_threads
@@ -138,9 +167,15 @@ class _WorkerFacts(Middleware):
 class PostgresBroker(Broker):
     """A Dramatiq broker whose queues, delays, leases and dead letters live in PostgreSQL.
 
+    Its settings are ``settings``, else the environment's (:meth:`Settings.from_env`),
+    with the keyword arguments below over them (None: not given). The environment is
+    read, and the embedded PostgreSQL started, on first use, not when the broker is
+    built: building one reads nothing and connects nowhere.
+
     Parameters:
       url(str): PostgreSQL URL. Default: ``RECEIPTQ_DATABASE_URL``, then
         ``DATABASE_URL``, then the embedded PostgreSQL under ``RECEIPTQ_HOME``.
+      settings(Settings): the settings (default: the environment's, read on first use).
       middleware(list[Middleware]): as for :class:`dramatiq.Broker`. Default:
         :func:`receiptq.middleware.receiptq_middleware` (Dramatiq's defaults with
         backoff retries that honour ``PermanentError`` and ``RetryAfter``, circuit
@@ -149,17 +184,36 @@ class PostgresBroker(Broker):
       poll_interval_ms(int): idle polling interval (``RECEIPTQ_POLL_INTERVAL_MS``, 500).
       pool_max_size(int): connections in this process's pool (``RECEIPTQ_POOL_MAX_SIZE``, 6).
       max_message_bytes(int): largest encoded message (``RECEIPTQ_MAX_MESSAGE_BYTES``, 1 MiB).
-      listen(bool): use LISTEN/NOTIFY wake-ups (``RECEIPTQ_LISTEN``, on); off behind
-        a pooler in transaction mode.
+      listen(bool): use LISTEN/NOTIFY wake-ups (``RECEIPTQ_LISTEN``, on); always off
+        with ``pooler="transaction"``.
+      pooler(str): ``"session"`` (direct connections or a session pooler) or
+        ``"transaction"`` (a pooler in transaction mode: no prepared statements, no
+        session settings, no LISTEN; consumers poll every 200 ms unless
+        ``poll_interval_ms`` says otherwise) for every connection to ``url`` in this
+        process (``RECEIPTQ_POOLER``, session).
       ack_flush_ms(int): how long acks are batched, at most (``RECEIPTQ_ACK_FLUSH_MS``, 5).
       tiers(TierPolicy): tiers, their weights and priority offsets (``RECEIPTQ_TIERS``,
         ``enterprise:6:0,pro:3:10,free:1:20``); see :mod:`receiptq.tiers`.
     """
 
+    settings: Settings
+    url: str
+    tier_policy: TierPolicy
+    lease_s: float
+    poll_interval_s: float
+    pool_max_size: int
+    max_message_bytes: int
+    listen: bool
+    pooler: str
+    _flusher: Flusher
+    _watch: DatabaseWatch
+    _gate: PoolGate
+
     def __init__(
         self,
         url: str | None = None,
         *,
+        settings: Settings | None = None,
         middleware: list[Middleware] | None = None,
         lease_s: float | None = None,
         poll_interval_ms: int | None = None,
@@ -168,31 +222,31 @@ class PostgresBroker(Broker):
         listen: bool | None = None,
         ack_flush_ms: int | None = None,
         tiers: TierPolicy | None = None,
+        pooler: str | None = None,
     ) -> None:
-        # The URL first: a malformed one fails here, before anything else is set up.
-        self.url = database_url(url, setting="PostgresBroker(url=...)")
+        # A given URL first: a malformed one fails here, before anything else is set up.
+        if url is not None:
+            validate_database_url(url, "PostgresBroker(url=...)")
+        if pooler is not None:
+            db.pooler_mode(pooler, "PostgresBroker(pooler=...)")
+        given = {
+            "database_url": url,
+            "lease_s": lease_s,
+            "poll_interval_ms": poll_interval_ms,
+            "pool_max_size": pool_max_size,
+            "max_message_bytes": max_message_bytes,
+            "listen": listen,
+            "ack_flush_ms": ack_flush_ms,
+            "pooler": pooler,
+        }
+        self._given = (settings, given, tiers)
+        self._settings_read: Settings | None = None
+        self._lock = threading.RLock()  # the first heartbeat runs under it
         super().__init__(middleware=_middleware_or_default(middleware))
-        self.tier_policy = tiers or TierPolicy.from_env()
-        self.lease_s = lease_s or env_float("RECEIPTQ_LEASE_S", DEFAULT_LEASE_S)
-        self.poll_interval_s = (
-            poll_interval_ms or env_int("RECEIPTQ_POLL_INTERVAL_MS", DEFAULT_POLL_INTERVAL_MS)
-        ) / 1000
-        self.pool_max_size = pool_max_size or env_int(
-            "RECEIPTQ_POOL_MAX_SIZE", DEFAULT_POOL_MAX_SIZE
-        )
-        self.max_message_bytes = max_message_bytes or env_int(
-            "RECEIPTQ_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES
-        )
-        self.listen = (
-            listen if listen is not None else os.environ.get("RECEIPTQ_LISTEN", "1") != "0"
-        )
         self.queues: dict[str, None] = {}
         self.worker_id = new_worker_id()
-        self._ack_flush_ms = ack_flush_ms or env_int("RECEIPTQ_ACK_FLUSH_MS", 5)
-        self._lock = threading.RLock()  # the first heartbeat runs under it
         self._pid = os.getpid()
         self._pool: ConnectionPool | None = None
-        self._flusher = Flusher(self._gated, ack_flush_ms=self._ack_flush_ms)
         self._pending_retries = PendingRetries(self._store_kept_retry)
         self._listener: Listener | None = None
         self._heartbeat: Heartbeat | None = None
@@ -202,8 +256,6 @@ class PostgresBroker(Broker):
         self._held: Counter[str] = Counter()  # per queue: len of its _in_flight entries
         self._started: dict[int, tuple[int, float]] = {}  # of those, started: (attempt, at)
         self._unreturned: list[JobProxy] = []  # to give back at the end of the shutdown
-        self._watch = DatabaseWatch(self.url)
-        self._gate = PoolGate(self._get_pool, self._watch)
         #: Threads of this process's Dramatiq worker (None: no worker booted here).
         self.worker_threads: int | None = None
         #: The worker's shutdown began.
@@ -222,12 +274,64 @@ class PostgresBroker(Broker):
 
         os.register_at_fork(after_in_child=reset_in_child)
         atexit.register(self._flush_at_exit)
+        if settings is not None:
+            self._configure()  # nothing to read: as soon as given
+
+    def __getattr__(self, name: str) -> Any:
+        """An attribute made from the settings: they are read now, on first use."""
+        if name not in _FROM_SETTINGS or "_lock" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self._configure()
+        return object.__getattribute__(self, name)
+
+    def _configure(self) -> None:
+        """Read the settings (the given ones, else the environment's) and set what
+        depends on them; the embedded PostgreSQL starts here when no URL is set."""
+        with self._lock:
+            if "settings" in self.__dict__:
+                return
+            settings = self.read_settings()
+            tiers = self._given[2]
+            self.url = settings.database_url or embedded_database_url(settings)
+            given, overrides, _ = self._given
+            if given is not None or overrides["pooler"] is not None:
+                # Said for this broker: its URL goes this way in this process (else
+                # RECEIPTQ_POOLER, read by receiptq.db for every connection).
+                db.use_pooler(settings.pooler, self.url, setting="PostgresBroker(pooler=...)")
+            self.pooler = db.pooler(self.url)
+            pooled = self.pooler == "transaction"
+            self.tier_policy = tiers or TierPolicy.from_env(settings)
+            self.lease_s = settings.lease_s
+            poll_ms = settings.poll_interval_ms
+            if poll_ms is None:
+                poll_ms = DEFAULT_POOLED_POLL_INTERVAL_MS if pooled else DEFAULT_POLL_INTERVAL_MS
+            self.poll_interval_s = poll_ms / 1000
+            self.pool_max_size = settings.pool_max_size
+            self.max_message_bytes = settings.max_message_bytes
+            self.listen = settings.listen and not pooled
+            self._new_process_parts(settings)
+            self.settings = settings  # last: its presence says all of the above is set
+
+    def read_settings(self) -> Settings:
+        """The settings given, else the environment's (read once), with the given
+        values over them; reading them starts nothing (the URL may still be None)."""
+        with self._lock:
+            if self._settings_read is None:
+                given, overrides, _ = self._given
+                self._settings_read = (given or Settings.from_env()).replace(**overrides)
+            return self._settings_read
+
+    def _new_process_parts(self, settings: Settings) -> None:
+        self._flusher = Flusher(self._gated, ack_flush_ms=settings.ack_flush_ms)
+        self._watch = DatabaseWatch(self.url)
+        self._gate = PoolGate(self._get_pool, self._watch)
 
     def _reset_after_fork(self) -> None:
         self._lock = threading.RLock()  # the first heartbeat runs under it
         self._pid = os.getpid()
         self._pool = None
-        self._flusher = Flusher(self._gated, ack_flush_ms=self._ack_flush_ms)
+        if "settings" in self.__dict__:
+            self._new_process_parts(self.settings)
         self._pending_retries = PendingRetries(self._store_kept_retry)
         self._listener = None
         self._heartbeat = None
@@ -237,8 +341,6 @@ class PostgresBroker(Broker):
         self._held = Counter()
         self._started = {}
         self._unreturned = []
-        self._watch = DatabaseWatch(self.url)
-        self._gate = PoolGate(self._get_pool, self._watch)
         self.worker_threads = None
         self.stopping = False
         self.worker_id = new_worker_id()
@@ -465,6 +567,7 @@ class PostgresBroker(Broker):
                     interval_s=max(self.lease_s / 3, 0.2),
                     status=self._worker_status,
                     on_rescue=self._count_rescued,
+                    tiers=self.tier_policy,
                 )
 
     def _count_rescued(self, outcomes: list[dict[str, Any]]) -> None:
@@ -934,6 +1037,9 @@ class PostgresBroker(Broker):
 
         Bounded in time whatever the database does: every statement of the shutdown
         shares one budget (:data:`receiptq.pg.outage.SHUTDOWN_BUDGET_S`)."""
+        if "settings" not in self.__dict__:  # never used: nothing was opened
+            atexit.unregister(self._flush_at_exit)
+            return
         self._gate.start_shutdown()
         with self._lock:
             consumers = list(self._consumers)

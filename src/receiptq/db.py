@@ -16,12 +16,15 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
+import socket
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Any, LiteralString, cast
+from typing import Any, Literal, LiteralString, cast
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -37,6 +40,7 @@ from receiptq.errors import (
     ReceiptqError,
     shorten,
 )
+from receiptq.settings import libpq_environment, pooler_from_env
 
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -52,19 +56,24 @@ def _parse_queries(text: str) -> dict[str, str]:
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
-def _load_queries() -> dict[str, str]:
-    queries: dict[str, str] = {}
-    folder = resources.files("receiptq.schema") / "queries"
+def _load_queries(folder: Traversable, queries: dict[str, str]) -> dict[str, str]:
+    """Add the named queries of a folder's ``.sql`` files to ``queries``."""
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".sql"):
             for name, statement in _parse_queries(entry.read_text()).items():
-                if name in queries:
+                if queries.get(name, statement) != statement:
                     raise RuntimeError(f"query {name!r} is defined twice")
                 queries[name] = statement
     return queries
 
 
-QUERIES: dict[str, str] = _load_queries()
+QUERIES: dict[str, str] = _load_queries(resources.files("receiptq.schema") / "queries", {})
+
+
+def add_queries(folder: Traversable) -> None:
+    """Make the named queries of a folder's ``.sql`` files callable by name: the tools'
+    own queries (receiptq.tools), kept out of the production namespace."""
+    _load_queries(folder, QUERIES)
 
 
 def query(name: str) -> LiteralString:
@@ -109,9 +118,147 @@ def migration_files(chain: Chain = QUEUE_CHAIN) -> list[tuple[str, str]]:
     return [(name[:-4], (chain.folder / name).read_text()) for name in names]
 
 
-def connect(url: str, **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
-    """One autocommit connection whose rows are dicts."""
-    return psycopg.connect(url, autocommit=True, row_factory=dict_row, **kwargs)
+# -- how connections reach PostgreSQL: directly, or through a pooler -------------------
+
+#: ``session``: direct connections, or a pooler in session mode (the default): prepared
+#: statements, session settings and LISTEN. ``transaction``: a pooler in transaction mode
+#: (PgBouncer ``pool_mode = transaction``, Supavisor, RDS Proxy...): none of them.
+PoolerMode = Literal["session", "transaction"]
+POOLER_MODES: tuple[PoolerMode, ...] = ("session", "transaction")
+#: Mode set for a URL by PostgresBroker(pooler=...), or for every URL ("") by --pooler.
+_pooler_modes: dict[str, PoolerMode] = {}
+#: URLs whose session mode was checked in this process (:func:`check_pooler`).
+_pooler_checked: set[str] = set()
+_pooler_lock = threading.Lock()
+#: How long the pooler check waits for its own notification (s). A direct connection
+#: gets it within milliseconds; through a transaction pooler it never comes.
+POOLER_PROBE_WAIT_S = 2.0
+
+
+def pooler_mode(value: str, setting: str = "RECEIPTQ_POOLER") -> PoolerMode:
+    """A pooler mode from a setting's text; ConfigError naming the setting otherwise."""
+    mode = value.strip().lower()
+    if mode not in POOLER_MODES:
+        raise ConfigError(f"{setting} must be session or transaction, got {shorten(value, 40)!r}")
+    return cast(PoolerMode, mode)
+
+
+def use_pooler(mode: str, url: str | None = None, *, setting: str = "pooler") -> PoolerMode:
+    """Connect to ``url`` (every URL when None) in this pooler mode from now on in this
+    process, whatever RECEIPTQ_POOLER says (PostgresBroker(pooler=...), ``--pooler``)."""
+    checked = pooler_mode(mode, setting)
+    with _pooler_lock:
+        _pooler_modes["" if url is None else url] = checked
+    return checked
+
+
+def pooler(url: str) -> PoolerMode:
+    """How connections to ``url`` go: as set with :func:`use_pooler`, else
+    ``RECEIPTQ_POOLER`` (default ``session``)."""
+    mode = _pooler_modes.get(url) or _pooler_modes.get("")
+    if mode is not None:
+        return mode
+    return pooler_mode(pooler_from_env())
+
+
+def listens(url: str) -> bool:
+    """Whether LISTEN can be used on ``url`` (not behind a transaction pooler)."""
+    return pooler(url) == "session"
+
+
+def connect_kwargs(url: str) -> dict[str, Any]:
+    """What every connection to ``url`` is opened with for its pooler mode: in
+    ``transaction`` mode, no server-side prepared statements (psycopg prepares a
+    statement after its 5th run on a connection; through a transaction pooler the
+    next run may land on a server session that never saw it)."""
+    return {"prepare_threshold": None} if pooler(url) == "transaction" else {}
+
+
+def connect(
+    url: str, *, autocommit: bool = True, **kwargs: Any
+) -> psycopg.Connection[dict[str, Any]]:
+    """One connection whose rows are dicts (autocommit unless told), opened as the
+    pooler mode of ``url`` needs (:func:`connect_kwargs`). Every connection receiptq
+    opens comes from here or from :func:`open_pool`. In ``session`` mode the first
+    connection of the process to a URL checks that no transaction pooler answers
+    (:func:`check_pooler`)."""
+    options = {"row_factory": dict_row, **connect_kwargs(url), **kwargs}
+    conn = psycopg.connect(url, autocommit=autocommit, **options)
+    try:
+        check_pooler(url, conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def check_pooler(url: str, conn: psycopg.Connection[Any] | None = None) -> None:
+    """Refuse (ConfigError) a ``session`` mode URL answered by a pooler in transaction
+    mode, where prepared statements and LISTEN would fail at random, once per process
+    and URL. ``conn``: a connection just opened to ``url`` to check with.
+
+    Cheap: when the server sees the connection come from the client's own address
+    and port, nothing sits in between (one query). Otherwise (a Unix socket, a
+    pooler, a proxy) a LISTEN on one connection and a NOTIFY from another must meet
+    within :data:`POOLER_PROBE_WAIT_S`, as they do directly and through a session
+    pooler; through a transaction pooler the notification never comes back."""
+    if url in _pooler_checked or pooler(url) != "session":
+        return
+    if conn is None:
+        with psycopg.connect(url, autocommit=True, **connect_timeout(url)) as own:
+            _check_pooler(url, own)
+    else:
+        _check_pooler(url, conn)
+    with _pooler_lock:
+        _pooler_checked.add(url)
+
+
+def _check_pooler(url: str, conn: psycopg.Connection[Any]) -> None:
+    if _direct(conn):
+        return
+    if not _notify_comes_back(url):
+        raise ConfigError(
+            f"the database at {describe_database(url)} is reached through a pooler in "
+            "transaction mode (a LISTEN there never hears its NOTIFY): set "
+            "RECEIPTQ_POOLER=transaction"
+        )
+
+
+def _direct(conn: psycopg.Connection[Any]) -> bool:
+    """The server sees this TCP connection come from our own address and port."""
+    with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return False
+        ours = sock.getsockname()
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(query("pooler_probe_peer")).fetchone()
+    if not conn.autocommit:
+        conn.rollback()
+    if row is None or row["addr"] is None:
+        return False
+    return (str(row["addr"]), row["port"]) == (ours[0].removeprefix("::ffff:"), ours[1])
+
+
+def _notify_comes_back(url: str) -> bool:
+    """A NOTIFY from one connection reaches a LISTEN on another (True too when that
+    cannot be tried, e.g. on a read-only standby: nothing is refused on a guess)."""
+    try:
+        return _probe_notify(url)
+    except psycopg.Error as exc:
+        logger.debug("pooler check skipped: %s", exc)
+        return True
+
+
+def _probe_notify(url: str) -> bool:
+    channel = f"receiptq_pooler_probe_{os.getpid()}_{secrets.token_hex(4)}"
+    options = {"autocommit": True, "prepare_threshold": None, **connect_timeout(url)}
+    with psycopg.connect(url, **options) as listener:
+        listener.execute(statement("pooler_probe_listen", {"channel": (channel,)}))
+        with psycopg.connect(url, **options) as other:
+            other.execute(query("pooler_probe_notify"), {"channel": channel})
+        # Consumed whole: the generator holds the connection's lock until it ends.
+        heard = list(listener.notifies(timeout=POOLER_PROBE_WAIT_S, stop_after=1))
+        return any(n.channel == channel for n in heard)
 
 
 #: How long one connection attempt may take when the URL does not say (s): a host that
@@ -144,6 +291,9 @@ def open_pool(
 ) -> ConnectionPool:
     """A pool of autocommit connections with dict rows, opened (and, with ``wait``, ready).
 
+    Opened as the pooler mode of ``url`` needs (:func:`connect_kwargs`); in
+    ``transaction`` mode without ``generic_plans``' session setting.
+
     ``generic_plans``: the sessions plan their prepared statements once
     (``plan_cache_mode = force_generic_plan``) instead of letting PostgreSQL's
     heuristic re-plan them on every execution. Only for pools whose statements
@@ -163,12 +313,21 @@ def open_pool(
             logger.info("plan_cache_mode is not supported by this server", exc_info=True)
 
     check_connection(url)
+    pooled = pooler(url) == "transaction"
     pool = ConnectionPool(
         url,
         min_size=1,
         max_size=max_size,
-        kwargs={"autocommit": True, "row_factory": dict_row, **connect_timeout(url)},
-        configure=configure if generic_plans else None,
+        kwargs={
+            "autocommit": True,
+            "row_factory": dict_row,
+            **connect_kwargs(url),
+            **connect_timeout(url),
+        },
+        # Behind a transaction pooler a session SET would land on one server session
+        # and leak to the pooler's other clients; and with no prepared statements
+        # there is no plan cache for it to steer.
+        configure=configure if generic_plans and not pooled else None,
         name=name,
         open=False,
         reconnect_timeout=POOL_RECONNECT_S,
@@ -181,7 +340,8 @@ def check_connection(url: str) -> None:
     """Connect once, so that a database that cannot be reached fails now with one
     line (DatabaseUnreachable), not after a pool's wait of 30 s."""
     try:
-        psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
+        with psycopg.connect(url, **connect_kwargs(url), connect_timeout=CONNECT_TIMEOUT_S) as conn:
+            check_pooler(url, conn)
     except psycopg.Error as exc:
         error = database_error(exc, url)
         if error is None:
@@ -242,7 +402,7 @@ def migrate(url: str, chain: Chain = QUEUE_CHAIN) -> list[str]:
     failing migration leaves the database as it was.
     """
     applied_now: list[str] = []
-    with psycopg.connect(url, row_factory=dict_row) as conn, conn.transaction():
+    with connect(url, autocommit=False) as conn, conn.transaction():
         conn.execute(query("migration_lock"))
         conn.execute(query(chain.bootstrap))
         done = {row["name"] for row in fetch_all(conn, chain.applied)}
@@ -296,10 +456,10 @@ _CONNECT_FAILURES = (
 
 def describe_database(url: str | None) -> str:
     """``HOST:PORT/DBNAME`` of a URL for messages (never the user or the password)."""
-    params = _conninfo(url)
-    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
-    port = params.get("port") or os.environ.get("PGPORT") or "5432"
-    name = params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user") or "?"
+    params = {**libpq_environment(), **{k: v for k, v in _conninfo(url).items() if v}}
+    host = params.get("host") or params.get("PGHOST") or "localhost"
+    port = params.get("port") or params.get("PGPORT") or "5432"
+    name = params.get("dbname") or params.get("PGDATABASE") or params.get("user") or "?"
     return f"{host}:{port}/{name}"
 
 

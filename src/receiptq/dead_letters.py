@@ -5,7 +5,7 @@ The CLI (``receiptq dead-letter``), the dashboard's API, the receipt app's
 its queue as a fresh series of attempts (its message id unchanged; one whose
 message is queued or running again already is left in place); purge deletes
 for good. A message may carry a marking option (the demo's run id, see
-:mod:`receiptq.demo_database`), which its dead letter keeps.
+:mod:`receiptq.tools.demo.database`), which its dead letter keeps.
 """
 
 from __future__ import annotations

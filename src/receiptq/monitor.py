@@ -42,17 +42,15 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from receiptq import breakers, db, dead_letters, queues
-from receiptq.config import env_float
+from receiptq.settings import Settings
 from receiptq.stats import add_histograms, empty_histogram, histogram_percentile
 
 #: The statistics windows, in minutes.
 WINDOWS_MIN = (1, 5, 60)
 #: Latency and run-time percentiles and the success rate cover this window (minutes).
 PERCENTILE_WINDOW_MIN = 5
-#: A worker whose heartbeat is older than this (s) is reported lost: after one
-#: lease without a heartbeat its jobs are rescued by others
-#: (``RECEIPTQ_LEASE_S``, default 30, the broker's lease).
-DEFAULT_WORKER_ALIVE_S = 30.0
+#: A worker whose heartbeat is older than one lease (``Settings.lease_s``,
+#: ``RECEIPTQ_LEASE_S``) is reported lost: its jobs are rescued by others then.
 
 #: The figures of one queue (and of the totals), in display order.
 QUEUE_FIELDS = (
@@ -249,7 +247,7 @@ def snapshot(
         with db.connect(source) as conn:
             return snapshot(conn, now=now, alive_s=alive_s)
     if alive_s is None:
-        alive_s = env_float("RECEIPTQ_LEASE_S", DEFAULT_WORKER_ALIVE_S)
+        alive_s = Settings.from_env().lease_s
     with one_reading(source):
         now = now or db_now(source)
         live = live_by(live_counts(source, now), "queue")

@@ -36,14 +36,11 @@ from periodiq import PeriodiqMiddleware, cron
 
 from receiptq import db
 from receiptq.broker import PostgresBroker
-from receiptq.config import env_int
+from receiptq.settings import Settings
 
 __all__ = ["PeriodicActor", "ensure_periodiq", "periodic_actor", "tick_key", "tick_of"]
 
 logger = logging.getLogger(__name__)
-
-#: Age (s) past which a worker skips a tick instead of running it.
-DEFAULT_SKIP_DELAY_S = 600
 
 
 def tick_of(scheduled_at: str) -> datetime:
@@ -69,8 +66,34 @@ def ensure_periodiq(broker: dramatiq.Broker, *, skip_delay_s: int | None = None)
     """Add periodiq's middleware to ``broker`` once (it declares the ``periodic`` option)."""
     if any(isinstance(m, PeriodiqMiddleware) for m in broker.middleware):
         return
-    skip = skip_delay_s or env_int("RECEIPTQ_PERIODIC_SKIP_DELAY_S", DEFAULT_SKIP_DELAY_S)
-    broker.add_middleware(PeriodiqMiddleware(skip_delay=skip))
+    broker.add_middleware(_Periodiq(broker, skip_delay_s))
+
+
+class _Periodiq(PeriodiqMiddleware):
+    """periodiq's middleware; its skip delay, unless given, is the broker's setting
+    (``periodic_skip_delay_s``), read on first use: declaring an actor reads nothing."""
+
+    _skip_delay: int | None = None
+
+    def __init__(self, broker: dramatiq.Broker, skip_delay_s: int | None) -> None:
+        self._broker = broker
+        super().__init__(skip_delay=skip_delay_s)
+
+    @property
+    def skip_delay(self) -> int:
+        if self._skip_delay is None:
+            broker = self._broker
+            settings = (
+                broker.read_settings()
+                if isinstance(broker, PostgresBroker)
+                else Settings.from_env()
+            )
+            self._skip_delay = settings.periodic_skip_delay_s
+        return self._skip_delay
+
+    @skip_delay.setter
+    def skip_delay(self, value: int | None) -> None:
+        self._skip_delay = value
 
 
 class PeriodicActor(dramatiq.Actor):

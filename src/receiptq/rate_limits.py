@@ -4,8 +4,9 @@
 ``receiptq.rate_limits`` (value and expiry). Every operation is one atomic
 statement, except ``incr_and_sum``, which sums several keys and so runs in a
 short transaction under an advisory lock on the limiter's key. ``wait`` blocks
-on LISTEN/NOTIFY (one listening connection per process) and polls as well, so
-it also works behind a transaction-mode pooler where LISTEN is unavailable.
+on LISTEN/NOTIFY (one listening connection per process) and polls as well; with
+``RECEIPTQ_POOLER=transaction`` (a transaction-mode pooler, where LISTEN is
+unavailable) it only polls.
 
 Per-key limits are plain Dramatiq limiters with a key per user, e.g. at most
 10 emails per user per hour::
@@ -30,21 +31,17 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import psycopg
 from dramatiq.rate_limits import RateLimiterBackend
 from psycopg_pool import ConnectionPool
 
 from receiptq import db
-from receiptq.config import database_url, env_int
+from receiptq.config import database_url
+from receiptq.settings import Settings
 
 __all__ = ["PostgresRateLimiterBackend"]
 
 logger = logging.getLogger(__name__)
 
-#: How often a waiter re-reads its keys without a notification (ms).
-DEFAULT_POLL_INTERVAL_MS = 500
-#: Connections in the backend's pool (per process).
-DEFAULT_POOL_MAX_SIZE = 4
 #: How long the listener waits for notifications per round (s): close() waits at most this.
 LISTEN_WAIT_S = 0.2
 #: Pause before the listener reconnects after losing its connection (s).
@@ -66,37 +63,40 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
     """A Dramatiq rate limiter backend whose state lives in PostgreSQL.
 
     Parameters:
-      url(str): PostgreSQL URL. Default: ``RECEIPTQ_DATABASE_URL``, then
-        ``DATABASE_URL``, then the embedded PostgreSQL.
+      url(str): PostgreSQL URL (or a function returning it, asked on first use).
+        Default: ``RECEIPTQ_DATABASE_URL``, then ``DATABASE_URL``, then the
+        embedded PostgreSQL.
       pool_max_size(int): connections of this backend per process
         (``RECEIPTQ_RATE_LIMIT_POOL_MAX_SIZE``, 4).
       poll_interval_ms(int): how often ``wait`` re-reads without a notification
         (``RECEIPTQ_RATE_LIMIT_POLL_INTERVAL_MS``, 500).
+      settings(Settings): where the values not given come from (default: the
+        environment's).
       listen(bool): wake waiters with LISTEN/NOTIFY (``RECEIPTQ_LISTEN``, on);
-        with it off, ``wait`` only polls.
+        with it off, or with ``RECEIPTQ_POOLER=transaction``, ``wait`` only polls.
 
     Keys whose TTL has passed count as absent; the retention job deletes them.
     """
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Callable[[], str] | None = None,
         *,
         pool_max_size: int | None = None,
         poll_interval_ms: int | None = None,
         listen: bool | None = None,
+        settings: Settings | None = None,
     ) -> None:
-        self.url = database_url(url)
-        self.pool_max_size = pool_max_size or env_int(
-            "RECEIPTQ_RATE_LIMIT_POOL_MAX_SIZE", DEFAULT_POOL_MAX_SIZE
+        settings = (settings or Settings.from_env()).replace(
+            rate_limit_pool_max_size=pool_max_size,
+            rate_limit_poll_interval_ms=poll_interval_ms,
+            listen=listen,
         )
-        self.poll_interval_s = (
-            poll_interval_ms
-            or env_int("RECEIPTQ_RATE_LIMIT_POLL_INTERVAL_MS", DEFAULT_POLL_INTERVAL_MS)
-        ) / 1000
-        self.listen = (
-            listen if listen is not None else os.environ.get("RECEIPTQ_LISTEN", "1") != "0"
-        )
+        self._settings = settings
+        self._url = url if callable(url) else database_url(url, settings=settings)
+        self.pool_max_size = settings.rate_limit_pool_max_size
+        self.poll_interval_s = settings.rate_limit_poll_interval_ms / 1000
+        self.listen = settings.listen
         self._reset()
         this = weakref.ref(self)
 
@@ -106,6 +106,13 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
                 backend._reset()
 
         os.register_at_fork(after_in_child=reset_in_child)
+
+    @property
+    def url(self) -> str:
+        """The database URL (given as a function: asked on first use)."""
+        if callable(self._url):
+            self._url = database_url(self._url(), settings=self._settings)
+        return self._url
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
@@ -209,7 +216,7 @@ class PostgresRateLimiterBackend(RateLimiterBackend):
         with self._lock:
             for digest in digests:
                 self._waiters.setdefault(digest, set()).add(waiter)
-            if self.listen and self._listener is None:
+            if self.listen and self._listener is None and db.listens(self.url):
                 self._listener = _EventListener(self.url, self._wake, on_listen=self._wake_all)
 
     def _await_listener(self) -> None:
@@ -296,7 +303,7 @@ class _EventListener:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._url, autocommit=True) as conn:
+                with db.connect(self._url, **db.connect_timeout(self._url)) as conn:
                     conn.execute(db.query("rate_limit_listen"))
                     self.connected.set()
                     self._on_listen()

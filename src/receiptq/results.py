@@ -139,8 +139,8 @@ class PostgresResultBackend(ResultBackend):
       encoder(Encoder): how results are encoded (default: Dramatiq's encoder).
       prune_every(int): delete expired results every this many writes (default 1000).
       pool_max_size(int): connections in this process's pool (default 4).
-      listen(bool): blocking reads wait for LISTEN/NOTIFY (default on; off behind
-        a transaction-mode pooler, where they poll).
+      listen(bool): blocking reads wait for LISTEN/NOTIFY (default on); they poll
+        instead with ``RECEIPTQ_POOLER=transaction``, whatever this says.
     """
 
     def __init__(
@@ -246,7 +246,7 @@ class PostgresResultBackend(ResultBackend):
         return self.unwrap_result(result)
 
     def _wait(self, key: str, deadline: float) -> MResult:
-        if not self.listen:
+        if not self.listen or not db.listens(self.url):
             return self._poll(key, deadline)
         with db.connect(self.url) as conn:
             conn.execute(db.query("result_listen"))

@@ -14,7 +14,8 @@ from typing import Any
 import psycopg
 
 from receiptq import db
-from receiptq.config import ConfigError, env_int
+from receiptq.errors import ConfigError
+from receiptq.settings import Settings
 
 #: Days of per-minute statistics kept (``RECEIPTQ_STATS_RETENTION_DAYS``).
 DEFAULT_STATS_RETENTION_DAYS = 14
@@ -39,13 +40,13 @@ class RetentionPolicy:
                 raise ConfigError(f"retention {name} must be an integer >= 1, got {value!r}")
 
     @classmethod
-    def from_env(cls) -> RetentionPolicy:
+    def from_env(cls, settings: Settings | None = None) -> RetentionPolicy:
+        """The policy of ``settings`` (default: the environment's)."""
+        settings = settings or Settings.from_env()
         return cls(
-            stats_days=env_int("RECEIPTQ_STATS_RETENTION_DAYS", DEFAULT_STATS_RETENTION_DAYS),
-            dead_letter_days=env_int(
-                "RECEIPTQ_DEAD_LETTER_RETENTION_DAYS", DEFAULT_DEAD_LETTER_RETENTION_DAYS
-            ),
-            batch_size=env_int("RECEIPTQ_RETENTION_BATCH_SIZE", DEFAULT_BATCH_SIZE),
+            stats_days=settings.stats_retention_days,
+            dead_letter_days=settings.dead_letter_retention_days,
+            batch_size=settings.retention_batch_size,
         )
 
 

@@ -27,16 +27,15 @@ either.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from receiptq.settings import Settings
 
 #: The class of jobs sent without a tier.
 UNTIERED = ""
 #: Fair-share weight of untiered jobs.
 UNTIERED_WEIGHT = 6.0
-#: ``RECEIPTQ_TIERS`` default: name:weight:priority_offset, best tier first.
-DEFAULT_TIERS = "enterprise:6:0,pro:3:10,free:1:20"
 
 
 class TierError(ValueError):
@@ -80,8 +79,9 @@ class TierPolicy:
         return cls(tuple(tiers))
 
     @classmethod
-    def from_env(cls) -> TierPolicy:
-        return cls.parse(os.environ.get("RECEIPTQ_TIERS", DEFAULT_TIERS))
+    def from_env(cls, settings: Settings | None = None) -> TierPolicy:
+        """The policy of ``settings.tiers`` (default: the environment's ``RECEIPTQ_TIERS``)."""
+        return cls.parse((settings or Settings.from_env()).tiers)
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +24,7 @@ import dramatiq
 from receiptq import retention
 from receiptq.broker import PostgresBroker
 from receiptq.periodic import periodic_actor
+from receiptq.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def dead_letter_report() -> dict[str, Any]:
             "dead letters in the last hour: %d of %s (%s)", row["dead"], row["actor"], row["error"]
         )
     logger.info("dead letters in the last hour: %d", report["total"])
-    recipient = os.environ.get("RECEIPTQ_REPORT_USER_ID", "").strip()
+    recipient = Settings.from_env().report_user_id
     if report["total"] and recipient:
         send_email = _email_actor()
         if send_email is None:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import psycopg
 
-from receiptq import __version__, config
+from receiptq import __version__, config, settings
 from receiptq.cli import (
     bench,
     breakers,
@@ -42,11 +43,12 @@ from receiptq.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    POOLER_HELP,
     URL_HELP,
     CommandError,
     error,
 )
-from receiptq.db import explain_error
+from receiptq.db import POOLER_MODES, explain_error
 from receiptq.errors import QUOTE_LIMIT, ConfigError, MessageError, ReceiptqError, shorten
 from receiptq.extras import MissingExtra
 
@@ -82,6 +84,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="receiptq", description="Background jobs on PostgreSQL, with Dramatiq.")
     parser.add_argument("--url", default=None, help=URL_HELP)
+    parser.add_argument("--pooler", choices=POOLER_MODES, default=None, help=POOLER_HELP)
     parser.add_argument("--version", action="version", version=f"receiptq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:
@@ -102,6 +105,17 @@ def _database_hint(args: argparse.Namespace) -> str | None:
     return url or config.started_embedded_url()
 
 
+@contextmanager
+def _pooler_setting(mode: str | None) -> Iterator[None]:
+    """``--pooler`` as RECEIPTQ_POOLER while the command runs (so that the processes
+    it starts, e.g. the demo's workers, inherit it), restored afterwards."""
+    if mode is None:
+        yield
+        return
+    with settings.environment_with(RECEIPTQ_POOLER=mode):
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``receiptq`` command; return its exit code.
 
@@ -116,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "url", None) is not None:
             config.validate_database_url(args.url, "--url")
-        return int(args.func(args))
+        with _pooler_setting(getattr(args, "pooler", None)):
+            return int(args.func(args))
     except CommandError as exc:
         error(str(exc))
         return exc.exit_code

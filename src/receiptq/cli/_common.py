@@ -35,6 +35,11 @@ URL_HELP = (
     "PostgreSQL URL (default: RECEIPTQ_DATABASE_URL, then DATABASE_URL, "
     "then the embedded PostgreSQL under RECEIPTQ_HOME)"
 )
+POOLER_HELP = (
+    "how connections reach PostgreSQL: session (direct, or a session pooler) or "
+    "transaction (a pooler in transaction mode: no prepared statements, no LISTEN) "
+    "(default: RECEIPTQ_POOLER, then session)"
+)
 JSON_HELP = "print JSON instead of tables"
 
 T = TypeVar("T")
@@ -53,10 +58,13 @@ class CommandError(Exception):
 
 
 def url_option() -> argparse.ArgumentParser:
-    """A parent parser with ``--url``. SUPPRESS keeps it from overwriting a ``--url``
-    given before the subcommand (``receiptq --url U status``)."""
+    """A parent parser with ``--url`` and ``--pooler``. SUPPRESS keeps them from
+    overwriting one given before the subcommand (``receiptq --url U status``)."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--url", default=argparse.SUPPRESS, help=URL_HELP)
+    parent.add_argument(
+        "--pooler", choices=db.POOLER_MODES, default=argparse.SUPPRESS, help=POOLER_HELP
+    )
     return parent
 
 

@@ -1,10 +1,9 @@
-"""``receiptq bench``: its options; the benchmark itself is :mod:`receiptq.bench`."""
+"""``receiptq bench``: its options; the benchmark itself is :mod:`receiptq.tools.bench`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from receiptq import bench
 from receiptq.cli._common import (
     BadArgument,
     add_command,
@@ -14,6 +13,9 @@ from receiptq.cli._common import (
     worker_options,
 )
 from receiptq.errors import shorten
+from receiptq.tools.bench import runner
+from receiptq.tools.bench.workload import DEFAULT_DATABASE, DEFAULT_WORKLOADS, WORKLOADS
+from receiptq.tools.scratch import DATABASE_NAME
 
 HELP = "benchmark receiptq: the peers' drain and steady workloads, and tiers"
 JSON_HELP = "JSON lines only, no table"
@@ -29,19 +31,20 @@ DESCRIPTION = (
 
 
 def parse_workloads(text: str) -> tuple[str, ...]:
-    """Comma-separated workload names, each one of :data:`receiptq.bench.WORKLOADS`."""
+    """Comma-separated workload names, each one of
+    :data:`receiptq.tools.bench.workload.WORKLOADS`."""
     names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = [name for name in names if name not in bench.WORKLOADS]
+    unknown = [name for name in names if name not in WORKLOADS]
     if unknown or not names:
         raise BadArgument(
             f"unknown workload {shorten(', '.join(unknown) or text)!r}; "
-            f"known: {', '.join(bench.WORKLOADS)}"
+            f"known: {', '.join(WORKLOADS)}"
         )
     return names
 
 
 def parse_database_name(text: str) -> str:
-    if not bench.DATABASE_NAME.match(text):
+    if not DATABASE_NAME.match(text):
         raise BadArgument(
             f"invalid database name {shorten(text)!r}: letters, digits and '_', at most 63"
         )
@@ -51,12 +54,12 @@ def parse_database_name(text: str) -> str:
 def add_parser(subparsers: Any) -> None:
     """Register ``receiptq bench``."""
     parser = add_command(
-        subparsers, "bench", bench.run, HELP, [data_options(JSON_HELP)], description=DESCRIPTION
+        subparsers, "bench", runner.run, HELP, [data_options(JSON_HELP)], description=DESCRIPTION
     )
     parser.add_argument(
         "--workload",
         type=parse_workloads,
-        default=bench.DEFAULT_WORKLOADS,
+        default=DEFAULT_WORKLOADS,
         metavar="drain,steady,tiers,users",
         help="comma-separated workloads (default: drain,steady)",
     )
@@ -89,7 +92,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--database",
         type=parse_database_name,
-        default=bench.DEFAULT_DATABASE,
+        default=DEFAULT_DATABASE,
         help=f"benchmark database, dropped and created on the URL's server "
-        f"(default {bench.DEFAULT_DATABASE})",
+        f"(default {DEFAULT_DATABASE})",
     )

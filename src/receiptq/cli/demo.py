@@ -1,10 +1,9 @@
-"""``receiptq demo``: its options; the demo itself is :mod:`receiptq.demo`."""
+"""``receiptq demo``: its options; the demo itself is :mod:`receiptq.tools.demo`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from receiptq import demo
 from receiptq.cli._common import (
     add_command,
     data_options,
@@ -12,6 +11,7 @@ from receiptq.cli._common import (
     parse_positive_int,
     worker_options,
 )
+from receiptq.tools.demo import runner
 
 HELP = "run the receipt pipeline end to end on real workers (embedded PostgreSQL by default)"
 JSON_HELP = "print the summary as JSON"
@@ -30,7 +30,7 @@ DESCRIPTION = (
 def add_parser(subparsers: Any) -> None:
     """Register ``receiptq demo``."""
     parser = add_command(
-        subparsers, "demo", demo.run, HELP, [data_options(JSON_HELP)], description=DESCRIPTION
+        subparsers, "demo", runner.run, HELP, [data_options(JSON_HELP)], description=DESCRIPTION
     )
     parser.add_argument(
         "--receipts", type=parse_positive_int, default=40, help="receipts to generate (default 40)"

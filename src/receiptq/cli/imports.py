@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from receiptq import config, db
+from receiptq import db
 from receiptq.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -38,7 +38,7 @@ from receiptq.import_dramatiq_pg import (
     run_import,
     validate_identifier,
 )
-from receiptq.pg.messages import DEFAULT_MAX_MESSAGE_BYTES
+from receiptq.settings import Settings
 from receiptq.tiers import TierPolicy
 
 #: Skipped rows the table output lists (--json lists up to MAX_SKIPPED_LISTED).
@@ -58,12 +58,13 @@ _COLUMNS = (
 
 def run_dramatiq_pg(args: argparse.Namespace) -> int:
     source = Source(args.from_schema, args.from_prefix)
+    settings = Settings.from_env()
     options = ImportOptions(
         move=args.move,
         dry_run=args.dry_run,
         batch_size=args.batch_size,
-        max_bytes=config.env_int("RECEIPTQ_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
-        tiers=TierPolicy.from_env(),
+        max_bytes=settings.max_message_bytes,
+        tiers=TierPolicy.from_env(settings),
     )
     try:
         with db.connect(url(args)) as conn:

@@ -8,7 +8,6 @@ intends. ``--burst`` stops them once the queues have nothing ready or running.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import Any
 
 from receiptq import actor_modules, db
 from receiptq.cli._common import add_command, parse_queue_name, url, url_option, worker_options
+from receiptq.settings import child_environment
 
 #: Modules the workers import when ``receiptq process`` is given none.
 DEFAULT_WORKER_MODULES = (actor_modules.DEFAULT_MODULE,)
@@ -85,7 +85,7 @@ def run_process(args: argparse.Namespace) -> int:
     command = dramatiq_command(
         args.modules or DEFAULT_WORKER_MODULES, args.queues, args.processes, args.threads
     )
-    env = {**os.environ, "RECEIPTQ_DATABASE_URL": database}
+    env = child_environment(RECEIPTQ_DATABASE_URL=database)
     child = subprocess.Popen(command, env=env, process_group=0)
     with _forward_signals(child):
         try:

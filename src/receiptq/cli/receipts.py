@@ -13,7 +13,6 @@ receipt app's tables (its own migration chain, after the queue's).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +61,7 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 def _receipt_broker(database: str) -> PostgresBroker:
     """A broker on this command's URL and the receipt app's queues."""
-    # The workers' broker of receiptq.actors is built from the environment on import.
-    os.environ.setdefault("RECEIPTQ_DATABASE_URL", database)
-    from receiptq.actors.receipts import receipt_broker
+    from receiptq.actors.app import receipt_broker
 
     return receipt_broker(database)
 

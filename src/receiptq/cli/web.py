@@ -8,10 +8,9 @@ uvicorn stops accepting connections and finishes the requests in flight.
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
-from receiptq import config, monitor
+from receiptq import monitor
 from receiptq.cli._common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -22,8 +21,8 @@ from receiptq.cli._common import (
     url,
     url_option,
 )
+from receiptq.settings import Settings
 from receiptq.web import security
-from receiptq.web.sampler import DEFAULT_SAMPLE_INTERVAL_S
 
 #: Seconds uvicorn gives requests in flight after SIGTERM (below the usual 10-30 s
 #: grace period of a PaaS before SIGKILL).
@@ -37,14 +36,15 @@ def run(args: argparse.Namespace) -> int:
 
     from receiptq.web.app import create_app
 
-    token = os.environ.get(security.TOKEN_VARIABLE, "").strip() or None
+    settings = Settings.from_env()
+    token = settings.web_token
     try:
         security.check_bind(args.host, token)
     except security.UnsafeBindError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
-    interval_s = args.sample_interval_s or config.env_float(
-        "RECEIPTQ_WEB_SAMPLE_INTERVAL_S", DEFAULT_SAMPLE_INTERVAL_S
-    )
+    interval_s = settings.replace(
+        web_sample_interval_s=args.sample_interval_s
+    ).web_sample_interval_s
     database = url(args)
     # A database that is not migrated or not reachable fails here, in one line
     # (receiptq's main), not as a traceback in the server's startup.

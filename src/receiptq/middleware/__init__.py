@@ -15,6 +15,7 @@ use ``store_results`` (Dramatiq checks actor options against the middleware).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from dramatiq.broker import Broker
@@ -51,8 +52,10 @@ def add_app_middleware(broker: Any) -> None:
     """What the receipt app's brokers add to :func:`receiptq_middleware`, on the
     broker's own database: group completion callbacks (a PostgreSQL rate-limiter
     backend, so no Redis) and tiers resolved from ``receiptq_app.users`` at send time."""
-    broker.add_middleware(GroupCallbacks(PostgresRateLimiterBackend(broker.url)))
-    broker.add_middleware(TierResolver(app_user_tier(broker.url)))
+    settings = broker.read_settings()
+    url = functools.partial(getattr, broker, "url")  # resolved on first use, not now
+    broker.add_middleware(GroupCallbacks(PostgresRateLimiterBackend(url, settings=settings)))
+    broker.add_middleware(TierResolver(app_user_tier(url)))
 
 
 def receiptq_middleware(**retry_options: Any) -> list[Middleware]:

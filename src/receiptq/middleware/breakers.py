@@ -55,9 +55,9 @@ from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, SkipMessage
 
 from receiptq import db
-from receiptq.config import env_float, env_int
 from receiptq.errors import ConfigError, PermanentError, shorten
 from receiptq.pg.delivery import JobProxy
+from receiptq.settings import Settings
 
 __all__ = [
     "CircuitBreakers",
@@ -134,15 +134,17 @@ def configure_breaker(
     )
 
 
-def breaker_settings(name: str) -> BreakerSettings:
-    """Code settings first, then ``RECEIPTQ_BREAKER_<NAME>_*``, then the defaults."""
+def breaker_settings(name: str, environment: Settings | None = None) -> BreakerSettings:
+    """Code settings first, then ``RECEIPTQ_BREAKER_<NAME>_*`` (of ``environment``,
+    default the process's), then the defaults."""
     if name in _configured:
         return _configured[name]
     prefix = f"RECEIPTQ_BREAKER_{name.upper()}_"
+    given = (environment or Settings.from_env()).breaker(name)
     settings = BreakerSettings(
-        env_int(prefix + "FAIL_MAX", DEFAULT_FAIL_MAX),
-        env_float(prefix + "RESET_S", DEFAULT_RESET_S),
-        env_float(prefix + "TRIAL_TIMEOUT_S", DEFAULT_TRIAL_TIMEOUT_S),
+        given.fail_max if given.fail_max is not None else DEFAULT_FAIL_MAX,
+        given.reset_s if given.reset_s is not None else DEFAULT_RESET_S,
+        given.trial_timeout_s if given.trial_timeout_s is not None else DEFAULT_TRIAL_TIMEOUT_S,
     )
     if settings.fail_max < 1 or not settings.reset_timeout_s > 0:
         raise ConfigError(f"{prefix}FAIL_MAX must be >= 1 and {prefix}RESET_S > 0")

@@ -57,11 +57,12 @@ class TierResolver(Middleware):
                 options["tier"] = tier
 
 
-def app_user_tier(url: str) -> Resolver:
-    """A resolver that reads the tier from the receipt app's ``receiptq_app.users`` table."""
+def app_user_tier(url: str | Callable[[], str]) -> Resolver:
+    """A resolver that reads the tier from the receipt app's ``receiptq_app.users`` table
+    (``url`` may be a function that gives it when first needed)."""
 
     def resolve(user_id: str) -> str | None:
-        with db.connect(url) as conn:
+        with db.connect(url() if callable(url) else url) as conn:
             row = db.fetch_one(conn, "user_tier", {"user_id": user_id})
         return None if row is None else row["tier"]
 

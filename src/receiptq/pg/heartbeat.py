@@ -6,6 +6,10 @@ Between two beats (a third of the lease) it wakes every
 its threads started have changed, writes them to its workers row (one small
 update), so that monitoring tells running jobs from reserved ones about a second
 late without a write per job.
+
+Each beat also counts the jobs ``receiptq.enqueue()`` sent from SQL (its rows of
+receiptq.sql_sends) in the statistics, and the first beat of a process writes its
+tier policy to receiptq.tiers, whose offsets ``receiptq.enqueue()`` adds.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+
 from receiptq import db
-from receiptq.pg.outage import UNREACHABLE, Backoff, database_problem
+from receiptq.pg.outage import UNREACHABLE, Backoff, database_problem, first_line
 from receiptq.pg.resources import Thresholds, sample_host, throttle_reason
+from receiptq.tiers import TierPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +37,8 @@ logger = logging.getLogger(__name__)
 #: workers row, at most (only when they changed): how late monitoring may see a
 #: start or an end.
 DELIVERIES_REFRESH_S = 1.0
+#: How many jobs sent from SQL one beat counts at most (the rest at the next beats).
+SQL_SENDS_BATCH = 10_000
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,15 @@ def refresh_params(worker_id: str, status: WorkerStatus) -> dict[str, Any]:
     }
 
 
+def tier_policy_params(policy: TierPolicy) -> dict[str, Any]:
+    """The parameters of ``tiers_replace``: the policy receiptq.enqueue() applies."""
+    return {
+        "names": [t.name for t in policy.tiers],
+        "offsets": [t.priority_offset for t in policy.tiers],
+        "weights": [t.weight for t in policy.tiers],
+    }
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -82,8 +100,12 @@ class Heartbeat:
         refresh_s: float = DELIVERIES_REFRESH_S,
         on_rescue: Callable[[list[dict[str, Any]]], None] | None = None,
         thresholds: Thresholds | None = None,
+        tiers: TierPolicy | None = None,
     ) -> None:
         self.worker_id = worker_id
+        #: The policy still to write to receiptq.tiers (None once written).
+        self._tiers = tiers
+        self._privilege_warned = False
         self._pool_getter = pool_getter
         self._lease_s = lease_s
         self._interval_s = interval_s
@@ -186,6 +208,7 @@ class Heartbeat:
             db.execute(conn, "job_extend_leases", leases)
             rescued = db.fetch_all(conn, "job_rescue_expired", leases)
             db.execute(conn, "worker_remove_stale", {"stale_s": max(self._lease_s * 10, 60)})
+            self._share_sql_state(conn)
         for row in rescued:
             logger.warning(
                 "rescued %d job(s) of %s/%s from a lost worker: %s",
@@ -198,6 +221,23 @@ class Heartbeat:
             self._on_rescue(rescued)
         self._refresh_logged(status)
         return rescued
+
+    def _share_sql_state(self, conn: Any) -> None:
+        """Count the jobs sent from SQL; write the tier policy once. A role granted by
+        an older receiptq may lack the privileges: that is said once, and the beat goes on."""
+        try:
+            db.execute(conn, "stats_fold_sql_sends", {"batch": SQL_SENDS_BATCH})
+            if self._tiers is not None:
+                db.execute(conn, "tiers_replace", tier_policy_params(self._tiers))
+                self._tiers = None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            if not self._privilege_warned:
+                logger.warning(
+                    "cannot count jobs sent from SQL or write the tier policy (%s): "
+                    "grant the worker role `receiptq db grant ROLE --worker`",
+                    first_line(exc),
+                )
+            self._privilege_warned = True
 
     def close(self) -> None:
         self._stop.set()

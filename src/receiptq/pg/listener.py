@@ -1,8 +1,9 @@
 """One LISTEN connection per process that wakes the consumers of a queue.
 
 The payload of a notification on channel ``receiptq`` is a queue name. Wake-ups
-are only hints: consumers poll as well, so a lost notification (or a pooler in
-transaction mode, where LISTEN does not work) costs latency, never a job.
+are only hints: consumers poll as well, so a lost notification costs latency, never a
+job. With ``RECEIPTQ_POOLER=transaction`` (a pooler in transaction mode, where LISTEN
+does not work) the broker starts no listener and consumers only poll.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class Listener:
                 self._conn = None
 
     def _listen(self, pauses: Backoff) -> None:
-        with psycopg.connect(self._url, autocommit=True, **db.connect_timeout(self._url)) as conn:
+        with db.connect(self._url, **db.connect_timeout(self._url)) as conn:
             self._conn = conn
             conn.execute("LISTEN receiptq")
             self.connected.set()

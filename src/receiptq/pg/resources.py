@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from receiptq.config import env_float
+from receiptq.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +28,13 @@ class Thresholds:
     db_connections_percent: float = 95.0
 
     @classmethod
-    def from_env(cls) -> Thresholds:
+    def from_env(cls, settings: Settings | None = None) -> Thresholds:
+        """The thresholds of ``settings`` (default: the environment's)."""
+        settings = settings or Settings.from_env()
         return cls(
-            cpu_percent=env_float("RECEIPTQ_THROTTLE_CPU_PERCENT", 0.0),
-            memory_percent=env_float("RECEIPTQ_THROTTLE_MEMORY_PERCENT", 95.0),
-            db_connections_percent=env_float("RECEIPTQ_THROTTLE_DB_CONNECTIONS_PERCENT", 95.0),
+            cpu_percent=settings.throttle_cpu_percent,
+            memory_percent=settings.throttle_memory_percent,
+            db_connections_percent=settings.throttle_db_connections_percent,
         )
 
 

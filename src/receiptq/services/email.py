@@ -13,7 +13,6 @@ is transient.
 from __future__ import annotations
 
 import html
-import os
 import smtplib
 import ssl
 import string
@@ -21,13 +20,11 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
-from receiptq.config import ConfigError, env_float, env_int
 from receiptq.middleware.backoff import PermanentError
 from receiptq.middleware.breakers import get_breaker
 from receiptq.services.email_templates import TEMPLATES
 from receiptq.services.faults import maybe_fail
-
-TLS_MODES = ("none", "starttls", "ssl")
+from receiptq.settings import Settings
 
 
 class UnknownTemplate(PermanentError):
@@ -45,18 +42,18 @@ class SmtpSettings:
     timeout_s: float = 10.0
 
     @classmethod
-    def from_env(cls) -> SmtpSettings:
-        tls = os.environ.get("RECEIPTQ_SMTP_TLS", "none").strip().lower() or "none"
-        if tls not in TLS_MODES:
-            raise ConfigError(f"RECEIPTQ_SMTP_TLS must be one of {', '.join(TLS_MODES)}: {tls!r}")
+    def from_env(cls, settings: Settings | None = None) -> SmtpSettings:
+        """The ``smtp_*`` of ``settings`` (default: the environment's ``RECEIPTQ_SMTP_*``)."""
+        settings = settings or Settings.from_env()
+        port = settings.smtp_port
         return cls(
-            host=os.environ.get("RECEIPTQ_SMTP_HOST", "localhost"),
-            port=env_int("RECEIPTQ_SMTP_PORT", 465 if tls == "ssl" else 25),
-            tls=tls,
-            user=os.environ.get("RECEIPTQ_SMTP_USER") or None,
-            password=os.environ.get("RECEIPTQ_SMTP_PASSWORD") or None,
-            sender=os.environ.get("RECEIPTQ_SMTP_FROM", "receiptq@localhost"),
-            timeout_s=env_float("RECEIPTQ_SMTP_TIMEOUT_S", 10.0),
+            host=settings.smtp_host,
+            port=port if port is not None else 465 if settings.smtp_tls == "ssl" else 25,
+            tls=settings.smtp_tls,
+            user=settings.smtp_user,
+            password=settings.smtp_password,
+            sender=settings.smtp_from,
+            timeout_s=settings.smtp_timeout_s,
         )
 
 

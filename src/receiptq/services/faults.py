@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from receiptq.config import ConfigError, env_float
+from receiptq.settings import Settings
 
 FAIL_RATE_VARIABLE = "RECEIPTQ_SERVICE_FAIL_RATE"
 
@@ -18,11 +18,9 @@ class ServiceUnavailable(RuntimeError):
     """A service failed this time (transient: a retry may succeed)."""
 
 
-def fail_rate() -> float:
-    rate = env_float(FAIL_RATE_VARIABLE, 0.0)
-    if not 0.0 <= rate <= 1.0:
-        raise ConfigError(f"{FAIL_RATE_VARIABLE} must be between 0 and 1, got {rate}")
-    return rate
+def fail_rate(settings: Settings | None = None) -> float:
+    """``settings.service_fail_rate`` (default: the environment's, 0..1)."""
+    return (settings or Settings.from_env()).service_fail_rate
 
 
 def maybe_fail(service: str) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import threading
 import urllib.error
 import urllib.request
@@ -26,11 +25,11 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from receiptq.config import env_float, env_int
 from receiptq.extras import import_optional
 from receiptq.middleware.backoff import PermanentError, RetryAfter
 from receiptq.middleware.breakers import get_breaker
 from receiptq.services.faults import maybe_fail
+from receiptq.settings import Settings
 
 #: Timeout of one HTTP OCR call (s).
 DEFAULT_TIMEOUT_S = 30.0
@@ -95,7 +94,7 @@ class RapidOcr:
     """RapidOCR on onnxruntime, loaded on first use."""
 
     def __init__(self, *, threads: int | None = None) -> None:
-        self.threads = threads if threads is not None else env_int("RECEIPTQ_OCR_THREADS", 0)
+        self.threads = threads if threads is not None else Settings.from_env().ocr_threads
         self._engine: Any = None
         self._lock = threading.Lock()
 
@@ -164,16 +163,17 @@ _engine: OcrEngine | None = None
 _engine_lock = threading.Lock()
 
 
-def configured_engine() -> OcrEngine:
-    """This process's engine, as configured (built once)."""
+def configured_engine(settings: Settings | None = None) -> OcrEngine:
+    """This process's engine, as ``settings`` (default: the environment's) configure it
+    (built once)."""
     global _engine
     with _engine_lock:
         if _engine is None:
-            url = os.environ.get("RECEIPTQ_OCR_URL", "").strip()
-            if url:
-                _engine = HttpOcr(url, timeout_s=env_float("RECEIPTQ_OCR_TIMEOUT_S", 30.0))
+            settings = settings or Settings.from_env()
+            if settings.ocr_url:
+                _engine = HttpOcr(settings.ocr_url, timeout_s=settings.ocr_timeout_s)
             else:
-                _engine = RapidOcr()
+                _engine = RapidOcr(threads=settings.ocr_threads)
         return _engine
 
 

@@ -34,6 +34,7 @@ from receiptq.services.matching import (
 )
 from receiptq.services.ocr import OcrEngine, read_receipt_text
 from receiptq.services.parsing import parse_receipt
+from receiptq.settings import Settings
 
 #: A receipt's statuses, in pipeline order (see receipts_migrations/0001_receipts_schema).
 STATUSES = ("uploaded", "read", "matched", "unmatched", "notified", "failed")
@@ -101,9 +102,9 @@ def get_user(conn: psycopg.Connection[Any], user: int | str) -> dict[str, Any]:
     return row
 
 
-def image_dir() -> Path | None:
-    configured = os.environ.get("RECEIPTQ_IMAGE_DIR", "").strip()
-    return Path(configured) if configured else None
+def image_dir(settings: Settings | None = None) -> Path | None:
+    """``settings.image_dir`` (default: the environment's ``RECEIPTQ_IMAGE_DIR``)."""
+    return (settings or Settings.from_env()).image_dir
 
 
 def store_receipt(conn: psycopg.Connection[Any], user_id: int, image: bytes) -> int:

@@ -39,3 +39,8 @@ SELECT name FROM receiptq_app.migrations ORDER BY name;
 -- name: receipts_migration_record
 -- Record one applied migration of the receipt app.
 INSERT INTO receiptq_app.migrations (name) VALUES (%(name)s);
+
+-- name: migration_record_script
+-- Record one applied migration in a script printed for another tool to run (`receiptq
+-- db sql`): {table} is the chain's record, {name} the migration, quoted by psycopg.
+INSERT INTO {table} (name) VALUES ({name});

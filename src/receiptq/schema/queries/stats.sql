@@ -20,6 +20,22 @@ ON CONFLICT (minute, queue, actor) DO UPDATE SET
     latency_ms_sum = s.latency_ms_sum + excluded.latency_ms_sum,
     latency_ms_hist = receiptq.hist_add(s.latency_ms_hist, excluded.latency_ms_hist);
 
+-- name: stats_fold_sql_sends
+-- Count the jobs receiptq.enqueue() sent (receiptq.sql_sends) as enqueued, and delete
+-- those rows: a batch at a time, rows another worker is folding skipped, the stats rows
+-- written in one order (so two workers folding at once cannot deadlock).
+WITH taken AS (
+    DELETE FROM receiptq.sql_sends
+    WHERE ctid = ANY (ARRAY(SELECT ctid FROM receiptq.sql_sends
+                            LIMIT %(batch)s FOR UPDATE SKIP LOCKED))
+    RETURNING minute, queue, actor
+)
+INSERT INTO receiptq.stats_minute AS s (minute, queue, actor, enqueued)
+SELECT minute, queue, actor, count(*) FROM taken
+GROUP BY minute, queue, actor
+ORDER BY minute, queue, actor
+ON CONFLICT (minute, queue, actor) DO UPDATE SET enqueued = s.enqueued + excluded.enqueued;
+
 -- name: stats_since
 -- Per-minute rows of every queue and actor since a time, oldest first.
 SELECT minute, queue, actor, enqueued, succeeded, failed, retried, dead_lettered, postponed,

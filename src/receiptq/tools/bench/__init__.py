@@ -1,0 +1,44 @@
+"""``receiptq bench``: the peers' two workloads (../shared/peers) run on receiptq.
+
+Workloads, each on a fresh database (``--database``, dropped and created on the
+server of the URL, then migrated):
+
+  drain   Enqueue N no-op jobs with ``broker.enqueue_many``, 1000 per call, then
+          start the real ``dramatiq`` CLI (``receiptq.tools.bench.worker``) and time
+          from the first worker process's ``before_worker_boot`` until the last
+          job has run. Also reports when the last ack landed (jobs table empty).
+  steady  Workers run; after 20 warm-up jobs, a producer in a process of its own
+          enqueues batches of 10 (``enqueue_many``) as fast as it can for T
+          seconds. Reports jobs done in the window per second, the producer's
+          rate, and the enqueue-to-start latency (p50, p99, nearest rank).
+  tiers   The cost and the effect of fair tiers (not run by default). Two drains of
+          N jobs, split evenly over the tiers of the policy (``RECEIPTQ_TIERS``,
+          default enterprise:6, pro:3, free:1), all enqueued before the workers
+          start: (a) plain priority ordering, untiered jobs whose priority is their
+          tier's offset (0 / 10 / 20); (b) fair, the same jobs with the tier option.
+          ``--rounds`` pairs of these drains run one after the other (plain, fair,
+          plain, fair...), so that a slow spell of the machine hits both; reports
+          each drain's rate, their medians and the fairness cost, (median plain -
+          median fair) / median plain; from the last fair drain,
+          each tier's share of the jobs started while every tier still had work
+          waiting (until the start of the last job of the tier that ran out first;
+          with equal thirds, enterprise), against the weights' share; and each
+          tier's p50/p95 wait, from the workers' start (the jobs were queued before
+          the workers existed) to the job's start.
+  users   Fairness between the users of a tier (not run by default). Two drains of
+          N jobs of one tier queued before the workers start; while they drain,
+          20 newcomers send one job each (50 ms apart). (a) Without user ids, so
+          the tier is FIFO: a newcomer waits behind the flood. (b) The flood sent
+          by one user and each newcomer as a user of its own: user rounds put a
+          newcomer's job level with the flood's next one. Reports both drain
+          rates and the newcomers' p50/p95 wait from send to start.
+
+A job counts as done when its function has run, as for the peers. The worker
+processes record that in memory and write it every 50 ms into the bench-only
+tables (schema ``bench``), with each job's start time, so that "last done" and
+the window's end are exact rather than bounded by a polling interval.
+
+Output: one JSON line per workload on stdout, with the peers' keys, then a
+table (left out with ``--json``). Progress goes to stderr. Benchmarks never fail
+on speed: the exit status is 1 only when a workload raised an error.
+"""

@@ -1,0 +1,112 @@
+"""What ``receiptq bench`` prints after its JSON lines: a table of the workloads, and
+one of its own for the tiers and users workloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    def cell(value: Any, digits: int = 0) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    table = Table(title="receiptq bench")
+    for header in ("peer", "workload", "jobs", "enqueue/s", "done/s", "p50 ms", "p99 ms"):
+        table.add_column(header, justify="left" if header in ("peer", "workload") else "right")
+    table.add_column("last ack s", justify="right")
+    table.add_column("note")
+    for r in results:
+        note = "TIMEOUT" if r.get("timeout") else ""
+        if "error" in r:
+            note = "ERROR: " + r["error"][:60]
+        if r["workload"] == "drain":
+            jobs, rate = r.get("done"), r.get("drain_jobs_per_s")
+        elif r["workload"] == "tiers":
+            jobs, rate = r.get("jobs"), r.get("fair_drain_jobs_per_s")
+            if r.get("fairness_cost_percent") is not None:
+                note = (note + f" fairness cost {r['fairness_cost_percent']:.1f}%").strip()
+        elif r["workload"] == "users":
+            jobs, rate = r.get("jobs"), r.get("with_rounds_drain_jobs_per_s")
+            if r.get("with_rounds_newcomer_wait_p95_ms") is not None:
+                note = (
+                    note + f" newcomer wait p95 {r['with_rounds_newcomer_wait_p95_ms']:.0f} ms"
+                    f" (FIFO: {r.get('without_rounds_newcomer_wait_p95_ms') or 0:.0f} ms)"
+                ).strip()
+        else:
+            jobs, rate = r.get("completed"), r.get("completed_jobs_per_s")
+            if r.get("backlog_at_end"):
+                note = (note + f" backlog={r['backlog_at_end']}").strip()
+        table.add_row(
+            r["peer"],
+            r["workload"],
+            cell(jobs),
+            cell(r.get("enqueue_jobs_per_s")),
+            cell(rate),
+            cell(r.get("latency_p50_ms"), 1),
+            cell(r.get("latency_p99_ms"), 1),
+            cell(r.get("last_ack_s"), 2),
+            note,
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)
+    console.print(table)
+    console.print(
+        "drain: jobs = jobs done, done/s = jobs / seconds from the first worker's boot to the "
+        "last job's start; last ack = when the jobs table was empty.\n"
+        "steady: jobs = jobs done in the window, done/s over the window, p50/p99 = latency "
+        "from enqueue to job start. Compare ratios within one run, not absolute figures."
+    )
+    for r in results:
+        if r["workload"] == "tiers" and "share_under_saturation" in r:
+            console.print(tiers_table(r))
+        if r["workload"] == "users" and "with_rounds_newcomer_wait_p95_ms" in r:
+            console.print(users_table(r))
+
+
+def tiers_table(r: dict[str, Any]) -> Table:
+    """The tiers workload: per tier, the share it got under saturation and its waits."""
+    table = Table(
+        title="receiptq bench: tiers",
+        caption=f"median of {len(r.get('fair_drain_jobs_per_s_rounds', [0]))} drains each: "
+        f"plain priority {r['plain_drain_jobs_per_s']:.0f} jobs/s, fair "
+        f"{r['fair_drain_jobs_per_s']:.0f} jobs/s: fairness costs "
+        f"{r['fairness_cost_percent']:.1f}% (target: under 10%). Share = of the jobs "
+        "started while every tier had work waiting; wait = from the workers' start.",
+    )
+    for header in ("tier", "expected share", "share", "wait p50 ms", "wait p95 ms"):
+        table.add_column(header, justify="left" if header == "tier" else "right")
+    for tier, share in r["share_under_saturation"].items():
+        table.add_row(
+            tier,
+            f"{r['expected_share'].get(tier, 0):.3f}",
+            "-" if share is None else f"{share:.3f}",
+            "-" if r["wait_p50_ms"][tier] is None else f"{r['wait_p50_ms'][tier]:.0f}",
+            "-" if r["wait_p95_ms"][tier] is None else f"{r['wait_p95_ms'][tier]:.0f}",
+        )
+    return table
+
+
+def users_table(r: dict[str, Any]) -> Table:
+    """The users workload: a newcomer's wait behind another user's flood, with and
+    without user rounds."""
+    table = Table(
+        title="receiptq bench: users",
+        caption=f"{r['jobs']} jobs of one user queued, then {r['newcomers']} other users send "
+        "one job each while they drain; wait = from a newcomer's send to its start.",
+    )
+    for header in ("claim order", "drain jobs/s", "newcomer wait p50 ms", "p95 ms"):
+        table.add_column(header, justify="left" if header == "claim order" else "right")
+    for name, title in (("without_rounds", "FIFO in the tier"), ("with_rounds", "user rounds")):
+        table.add_row(
+            title,
+            f"{r.get(f'{name}_drain_jobs_per_s') or 0:.0f}",
+            f"{r.get(f'{name}_newcomer_wait_p50_ms') or 0:.0f}",
+            f"{r.get(f'{name}_newcomer_wait_p95_ms') or 0:.0f}",
+        )
+    return table

@@ -1,0 +1,174 @@
+"""The claim is served by the partial index, never by a scan of the jobs table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+import receiptq.tools  # noqa: F401 (loads the tools' named queries: checked too)
+from receiptq import db
+
+QUEUES = ["ocr", "matching", "email", "default"]
+
+
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+@pytest.fixture
+def seeded(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """20,000 jobs over four queues: 90% running, 10% queued (half ready, half scheduled)."""
+    conn.execute(
+        """
+        INSERT INTO receiptq.jobs (message_id, queue, actor, priority, state, run_at, attempt,
+                                   lease_owner, lease_expires_at, message)
+        SELECT 'm-' || i,
+               (ARRAY['ocr', 'matching', 'email', 'default'])[1 + i % 4],
+               'actor',
+               (k / 10) % 5,
+               CASE WHEN k % 10 = 0 THEN 'queued' ELSE 'running' END,
+               now() + CASE WHEN k % 20 = 0 THEN interval '1 hour' ELSE -interval '1 minute' END,
+               CASE WHEN k % 10 = 0 THEN 0 ELSE 1 END,
+               CASE WHEN k % 10 = 0 THEN NULL ELSE 'host:1:abc' END,
+               CASE WHEN k % 10 = 0 THEN NULL ELSE now() + interval '30 seconds' END,
+               '{}'::jsonb
+        FROM generate_series(1, 20000) AS i, LATERAL (SELECT i / 4 AS k) AS per_queue
+        """
+    )
+    conn.execute("ANALYZE receiptq.jobs")
+    return conn
+
+
+def explain(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(b"EXPLAIN (FORMAT JSON) " + db.query(name).encode(), params)
+        row = cur.fetchone()
+    assert row is not None
+    plan = row["QUERY PLAN"]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return plan[0]["Plan"]
+
+
+CLAIM = {
+    "limit": 8,
+    "worker_id": "host:2:def",
+    "lease_s": 30.0,
+    "classes": ["", "enterprise", "pro", "free"],
+    "passes": [0.0, 0.0, 0.0, 0.0],
+    "weights": [6.0, 6.0, 3.0, 1.0],
+    "quotas": [8, 8, 8, 8],
+}
+
+
+def index_and_seq_scans(nodes: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+    claim_scans = [
+        n
+        for n in nodes
+        if n.get("Index Name") == "jobs_claim_idx"
+        and n["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
+    ]
+    seq_scans = [
+        n for n in nodes if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "jobs"
+    ]
+    return claim_scans, seq_scans
+
+
+@pytest.mark.parametrize("statement", ["job_claim_classes", "job_claim_plain"])
+@pytest.mark.parametrize("queue", QUEUES)
+def test_claim_statement_uses_the_partial_claim_index_and_no_seq_scan(seeded, queue, statement):
+    """The claim's fast paths (one probe per class; the untiered class alone) are
+    index scans."""
+    params = {"queue": queue, **CLAIM}
+    nodes = list(plan_nodes(explain(seeded, statement, params)))
+    claim_scans, seq_scans = index_and_seq_scans(nodes)
+    assert claim_scans, json.dumps(nodes, indent=1)
+    assert seq_scans == [], json.dumps(nodes, indent=1)
+
+
+def test_claim_over_a_large_backlog_reads_the_index_in_order_without_sorting(conn):
+    """With 20,000 ready jobs the claim must stop after `limit` index entries."""
+    conn.execute(
+        """
+        INSERT INTO receiptq.jobs (message_id, queue, actor, priority, message)
+        SELECT 'b-' || i, 'ocr', 'actor', i % 3, '{}'::jsonb FROM generate_series(1, 20000) AS i
+        """
+    )
+    conn.execute("ANALYZE receiptq.jobs")
+    params = {"queue": "ocr", **CLAIM}
+    nodes = [
+        node
+        for statement in ("job_claim_classes", "job_claim_plain")
+        for node in plan_nodes(explain(conn, statement, params))
+    ]
+    sorts_or_job_scans = [
+        n["Node Type"]
+        for n in nodes
+        if n["Node Type"] == "Sort"
+        or (n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "jobs")
+    ]
+    assert sorts_or_job_scans == [], json.dumps(nodes, indent=1)
+    assert any(
+        n["Node Type"] == "Index Scan" and n.get("Index Name") == "jobs_claim_idx" for n in nodes
+    ), json.dumps(nodes, indent=1)
+
+
+def test_every_statement_inside_the_claim_function_uses_the_claim_index(seeded):
+    """auto_explain reports the plans of the statements claim_jobs runs inside."""
+    plans: list[str] = []
+    try:
+        seeded.execute("LOAD 'auto_explain'")
+    except psycopg.Error:
+        pytest.skip("auto_explain is not installed on this PostgreSQL")
+    for setting in (
+        "auto_explain.log_min_duration = 0",
+        "auto_explain.log_nested_statements = on",
+        "auto_explain.log_format = json",
+        "auto_explain.log_level = notice",
+        "client_min_messages = notice",
+    ):
+        seeded.execute("SET " + setting)
+    seeded.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+    db.fetch_all(seeded, "job_claim_batch", {"queue": "ocr", **CLAIM})
+    nodes = []
+    for text in plans:
+        if "{" in text:  # "duration: ... plan:\n{...}"
+            nodes.extend(plan_nodes(json.loads(text[text.index("{") :])["Plan"]))
+    claim_scans, seq_scans = index_and_seq_scans(nodes)
+    assert claim_scans, plans
+    assert seq_scans == [], plans
+
+
+def test_claim_on_the_seeded_table_takes_ready_rows_of_its_queue_first_priority_first(seeded):
+    """The claim, run for real on the seeded table, claims ready rows only."""
+    rows = db.fetch_all(seeded, "job_claim_batch", {"queue": "ocr", **CLAIM})
+    assert len(rows) == 8
+    assert [r["priority"] for r in rows] == [0] * 8
+    ids = [r["id"] for r in rows]
+    claimed = seeded.execute(
+        "SELECT queue, state, lease_owner, run_at <= now() AS ready FROM receiptq.jobs"
+        " WHERE id = ANY(%s)",
+        (ids,),
+    ).fetchall()
+    assert {(r["queue"], r["state"], r["lease_owner"], r["ready"]) for r in claimed} == {
+        ("ocr", "running", "host:2:def", True)
+    }
+
+
+def test_every_named_query_is_a_valid_psycopg_query_with_named_placeholders():
+    """A stray '%' (even in a comment) breaks a query only when it runs: check them all."""
+    import re
+
+    from psycopg._queries import PostgresQuery
+
+    for name, text in db.QUERIES.items():
+        params = {p: None for p in re.findall(r"%\((\w+)\)s", text)}
+        query = PostgresQuery(psycopg.adapt.Transformer())
+        query.convert(text.replace("{database}", "x"), params)  # raises on a bad placeholder
+        assert query.query, name
