@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dramatiq.encoder import Encoder
@@ -26,7 +27,9 @@ from dramatiq.results.backend import DEFAULT_TIMEOUT, Missing, MResult
 from receiptq import db
 from receiptq.config import database_url
 from receiptq.pg.delivery import Postponed, outcome_of
-from receiptq.pg.runtime import Runtime, RuntimeRef
+from receiptq.pg.outage import first_line
+from receiptq.pg.pending_retries import database_away
+from receiptq.pg.runtime import Runtime, RuntimeRef, reset_in_children
 
 __all__ = ["PostgresResultBackend"]
 
@@ -40,6 +43,93 @@ PRUNE_BATCH = 5000
 POLL_FALLBACK_S = 0.5
 #: The channel result writes notify (payload: the message key).
 CHANNEL = "receiptq_results"
+#: How long a result write waits for a pooled connection (s): a worker thread is not
+#: held for the pool's 30 s while the database is down (the result is kept instead).
+WRITE_WAIT_S = 5.0
+#: After its line, an outage is not said again for this long (s): right after a
+#: restart the pool may still fail a write or two while it reconnects.
+KEPT_QUIET_S = 30.0
+#: Results kept per process at most while the database is unavailable.
+KEPT_LIMIT = 1000
+#: Pause between attempts to store the kept results while the database is away (s).
+KEPT_RETRY_S = 0.5
+
+
+class KeptResults:
+    """Results that could not be written because the database was unavailable (a
+    restart): kept in the process (at most :data:`KEPT_LIMIT`) and written by one
+    daemon thread as soon as it answers. Said in one warning line per outage (when the
+    first is kept), not in a CRITICAL traceback per result from Dramatiq's Results."""
+
+    def __init__(self, write: Callable[[dict[str, Any]], None]) -> None:
+        self._write = write
+        self._lock = threading.Lock()
+        self._kept: list[dict[str, Any]] = []
+        self._stored_at = float("-inf")  # when the last kept ones were stored (monotonic)
+        self._warned_at = float("-inf")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def keep(self, params: dict[str, Any], exc: BaseException, started_at: float) -> bool:
+        """Keep one write that began at ``started_at`` (monotonic); False when
+        :data:`KEPT_LIMIT` are kept already. Said once per outage: not again for a
+        write that began before the kept ones were stored, nor within
+        :data:`KEPT_QUIET_S` of the last line."""
+        with self._lock:
+            if len(self._kept) >= KEPT_LIMIT or self._stop.is_set():
+                return False
+            now = time.monotonic()
+            first = (
+                not self._kept
+                and started_at > self._stored_at
+                and now - self._warned_at > KEPT_QUIET_S
+            )
+            if first:
+                self._warned_at = now
+            self._kept.append(params)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="receiptq-kept-results", daemon=True
+                )
+                self._thread.start()
+        if first:
+            logger.warning(
+                "results are kept in this process while the database is unavailable (%s); "
+                "they are stored once it answers",
+                first_line(exc),
+            )
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(KEPT_RETRY_S):
+            with self._lock:
+                pending, self._kept = self._kept, []
+            for i, params in enumerate(pending):
+                try:
+                    self._write(params)
+                except Exception as exc:
+                    if database_away(exc):  # still away: keep the rest for the next try
+                        with self._lock:
+                            self._kept[:0] = pending[i:]
+                        break
+                    logger.warning("a kept result was not stored (%s)", first_line(exc))
+            with self._lock:
+                if not self._kept:
+                    self._stored_at = time.monotonic()
+                    self._thread = None
+                    return
+
+    def close(self) -> None:
+        """Stop; results not stored by then are lost (their readers time out)."""
+        self._stop.set()
+        with self._lock:
+            thread, lost = self._thread, len(self._kept)
+        if thread is not None:
+            thread.join(KEPT_RETRY_S * 2)
+        if lost:
+            logger.warning(
+                "%d results kept while the database was unavailable were not stored", lost
+            )
 
 
 class PostgresResultBackend(ResultBackend):
@@ -76,9 +166,16 @@ class PostgresResultBackend(ResultBackend):
         self._runtime = RuntimeRef(self.url, pool_max_size=pool_max_size, name="receiptq-results")
         self._lock = threading.Lock()
         self._writes = 0
+        self._kept = KeptResults(self._write)
+        reset_in_children(self, PostgresResultBackend._reset_in_child)
+
+    def _reset_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._kept = KeptResults(self._write)
 
     def close(self) -> None:
         """Close its own connections, if it has any (a broker's are the broker's)."""
+        self._kept.close()
         self._runtime.close()
 
     # -- the ResultBackend contract -----------------------------------------------------
@@ -100,7 +197,15 @@ class PostgresResultBackend(ResultBackend):
 
     def _store(self, message_key: str, result: Any, ttl: int) -> None:
         params = {"key": message_key, "value": self.encoder.encode(result), "ttl_s": ttl / 1000}
-        with self._runtime().pool().connection() as conn:
+        started_at = time.monotonic()
+        try:
+            self._write(params)
+        except Exception as exc:
+            if not database_away(exc) or not self._kept.keep(params, exc, started_at):
+                raise
+
+    def _write(self, params: dict[str, Any]) -> None:
+        with self._runtime().pool().connection(timeout=WRITE_WAIT_S) as conn:
             db.fetch_all(conn, "result_store", params)
         with self._lock:
             self._writes += 1

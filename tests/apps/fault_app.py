@@ -11,8 +11,10 @@ import time
 import dramatiq
 
 from receiptq.broker import PostgresBroker
+from receiptq.middleware import with_results
 
 broker = PostgresBroker(os.environ["RECEIPTQ_DATABASE_URL"])
+with_results(broker)  # for nap_result; the other actors store none
 dramatiq.set_broker(broker)
 
 
@@ -35,3 +37,20 @@ def wait_for_file(job_no: int, path: str) -> None:
     while not os.path.exists(path):
         time.sleep(0.05)
     _record(job_no)
+
+
+@dramatiq.actor(queue_name="faults", max_retries=20, min_backoff=100, max_backoff=1000)
+def nap(job_no: int, ms: float, path: str) -> None:
+    """Works ``ms`` milliseconds, then appends its number to a file (not the database:
+    a job that fails while the database restarts would log a traceback of its own)."""
+    time.sleep(ms / 1000)
+    with open(path, "a") as runs:
+        runs.write(f"{job_no}\n")
+
+
+@dramatiq.actor(queue_name="faults", max_retries=20, min_backoff=100, max_backoff=1000,
+                store_results=True)  # fmt: skip
+def nap_result(job_no: int, ms: float, path: str) -> int:
+    """``nap``, and its result (its number) is stored."""
+    nap.fn(job_no, ms, path)
+    return job_no

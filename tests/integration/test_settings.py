@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from receiptq.breaker_storage import breaker_settings
 from receiptq.broker import PostgresBroker
 from receiptq.errors import ConfigError
-from receiptq.breaker_storage import breaker_settings
 from receiptq.periodic import ensure_periodiq
 from receiptq.settings import Settings, readme_table
 

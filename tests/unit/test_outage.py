@@ -11,6 +11,7 @@ import pytest
 from psycopg import errors
 from psycopg_pool import PoolTimeout
 
+from receiptq.errors import DatabaseNotMigrated, DatabaseUnreachable
 from receiptq.pg.outage import (
     NOT_MIGRATED,
     SETTLE_S,
@@ -33,6 +34,8 @@ URL = "postgresql://app:secret@db.internal:6543/receipts"
         (errors.CannotConnectNow("the database system is starting up"), UNREACHABLE),
         (errors.UndefinedTable('relation "receiptq.queue_settings" does not exist'), NOT_MIGRATED),
         (errors.UndefinedColumn('column "prefetch" does not exist'), NOT_MIGRATED),
+        (DatabaseUnreachable("cannot reach the database at db:5432/app"), UNREACHABLE),
+        (DatabaseNotMigrated("the database at db:5432/app is not migrated"), NOT_MIGRATED),
         (errors.DeadlockDetected("deadlock detected"), None),
         (errors.QueryCanceled("canceling statement due to statement timeout"), None),
         (errors.UniqueViolation("duplicate key"), None),
@@ -71,6 +74,25 @@ def test_watch_says_once_that_the_database_is_gone_and_once_that_it_is_back(capl
     assert watch.problem is None
 
 
+def test_a_wait_begun_during_the_outage_that_fails_after_it_does_not_open_another(caplog):
+    watch = DatabaseWatch(URL)
+    with caplog.at_level(logging.WARNING, logger="receiptq.pg.outage"):
+        assert watch.failed(psycopg.OperationalError("connection refused"))
+        waiting_since = time.monotonic()  # e.g. a wait for a pooled connection
+        watch.answered(time.monotonic() + SETTLE_S)  # another part got through
+        assert watch.failed(PoolTimeout("couldn't get a connection"), waiting_since)
+        assert watch.problem is None
+        later = time.monotonic() + SETTLE_S
+        assert watch.failed(psycopg.OperationalError("connection refused"), later)
+        assert watch.problem == UNREACHABLE  # a failure begun after it was back: a new one
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(" ")[:3] for line in lines] == [
+        ["waiting", "for", "the"],
+        ["the", "database", "at"],
+        ["waiting", "for", "the"],
+    ]
+
+
 def test_watch_tells_to_migrate_and_leaves_other_errors_to_the_caller(caplog):
     watch = DatabaseWatch(URL)
     with caplog.at_level(logging.WARNING, logger="receiptq.pg.outage"):
@@ -79,3 +101,16 @@ def test_watch_tells_to_migrate_and_leaves_other_errors_to_the_caller(caplog):
         assert watch.failed(errors.UndefinedTable('relation "receiptq.jobs" does not exist'))
     [line] = [r.getMessage() for r in caplog.records]
     assert "is not migrated" in line and "run `receiptq db migrate`" in line
+
+
+def test_psycopg_line_for_a_pipeline_on_a_lost_connection_is_left_to_the_watch(caplog):
+    DatabaseWatch(URL)  # a worker process's watch: installs the filter
+    psycopg_logger = logging.getLogger("psycopg")
+    with caplog.at_level(logging.WARNING, logger="psycopg"):
+        lost = psycopg.OperationalError("the connection is lost")
+        psycopg_logger.warning("error ignored terminating %r: %s", "<Pipeline>", lost)
+        other = psycopg.OperationalError("something else")
+        psycopg_logger.warning("error ignored terminating %r: %s", "<Pipeline>", other)
+    assert [r.getMessage() for r in caplog.records] == [
+        "error ignored terminating '<Pipeline>': something else"
+    ]

@@ -228,8 +228,9 @@ class Flusher:
         try:
             with self._pool_getter().connection() as conn:
                 rows = db.fetch_all(conn, "transaction_statuses", {"xids": xids})
-        except Exception:
-            logger.exception("reading the state of %d transactions failed", len(xids))
+        except Exception as exc:
+            if database_problem(exc) is None:  # else the pool's watch said it once
+                logger.exception("reading the state of %d transactions failed", len(xids))
             rows = [{"xid": xid, "status": "in progress"} for xid in xids]
         status = {row["xid"]: row["status"] for row in rows}
         still_open = []

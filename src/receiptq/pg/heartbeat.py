@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from receiptq import db
-from receiptq.pg.outage import Backoff, database_problem, first_line
+from receiptq.pg.outage import UNREACHABLE, Backoff, database_problem, first_line
 from receiptq.pg.resources import Thresholds, sample_host, throttle_reason
 from receiptq.tiers import TierPolicy
 
@@ -155,8 +155,10 @@ class Heartbeat:
         try:
             self.refresh(status)
         except Exception as exc:
-            # Once until a write works again, not every second.
-            if not self._refresh_failing:
+            # Once until a write works again, not every second; a database that is gone
+            # is said once by the pool's watch, not here as well (a missing column is
+            # said here: it names what the migration left out).
+            if not self._refresh_failing and database_problem(exc) != UNREACHABLE:
                 logger.warning("could not write the started deliveries (%s); retrying", exc)
             self._refresh_failing = True
         else:

@@ -23,6 +23,8 @@ from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from receiptq.errors import DatabaseNotMigrated, DatabaseUnreachable
+
 logger = logging.getLogger(__name__)
 
 UNREACHABLE = "unreachable"
@@ -44,11 +46,19 @@ _SCHEMA_ERRORS = (
 #: it once instead (the first two name the pool, the last one only the connection).
 _POOL_NOISE = ("error connecting in %r: %s", "reconnection attempt in pool %r failed after %s sec")
 _CONNECTION_NOISE = "discarding closed connection: %s"
+#: Where psycopg says it could not end a pipeline on a connection that was lost.
+_PIPELINE_NOISE = "error ignored terminating %r: %s"
 
 
 def database_problem(exc: BaseException) -> str | None:
     """``UNREACHABLE``, ``NOT_MIGRATED``, or None for an error that is not about the
-    database's availability (a bug, a constraint, a deadlock: the caller's)."""
+    database's availability (a bug, a constraint, a deadlock: the caller's). The
+    driver's errors, and receiptq's one-line errors for them (e.g. opening a pool
+    while the database is down raises DatabaseUnreachable)."""
+    if isinstance(exc, DatabaseNotMigrated):
+        return NOT_MIGRATED
+    if isinstance(exc, DatabaseUnreachable):
+        return UNREACHABLE
     if isinstance(exc, _SCHEMA_ERRORS):
         return NOT_MIGRATED
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
@@ -91,13 +101,15 @@ class Backoff:
 
 
 class _QuietPoolFilter(logging.Filter):
-    """Drops psycopg_pool's line per failed connection attempt of receiptq's pools, and
-    per lost connection it discards (in a worker process, the watch says why)."""
+    """Drops psycopg_pool's line per failed connection attempt of receiptq's pools, per
+    lost connection it discards, and psycopg's line per pipeline it could not end on a
+    lost connection (in a worker process, the watch says why)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
         ours = bool(args) and str(args[0]).startswith("receiptq")
-        return not ((ours and record.msg in _POOL_NOISE) or record.msg == _CONNECTION_NOISE)
+        lost = record.msg == _PIPELINE_NOISE and "connection is lost" in str(args[-1:])
+        return not ((ours and record.msg in _POOL_NOISE) or record.msg == _CONNECTION_NOISE or lost)
 
 
 _pool_filter = _QuietPoolFilter()
@@ -112,21 +124,31 @@ class DatabaseWatch:
         self._lock = threading.Lock()
         self._problem: str | None = None
         self._since = 0.0
-        pool_logger = logging.getLogger("psycopg.pool")
-        if _pool_filter not in pool_logger.filters:
-            pool_logger.addFilter(_pool_filter)
+        self._answered_at = float("-inf")  # when the last problem ended (monotonic)
+        for name in ("psycopg.pool", "psycopg"):
+            psycopg_logger = logging.getLogger(name)
+            if _pool_filter not in psycopg_logger.filters:
+                psycopg_logger.addFilter(_pool_filter)
 
     @property
     def problem(self) -> str | None:
         return self._problem
 
-    def failed(self, exc: BaseException) -> bool:
+    def failed(self, exc: BaseException, started_at: float | None = None) -> bool:
         """Note an error; True when it is a database problem the caller waits out
-        (logged here, once per problem), False when it is the caller's to handle."""
+        (logged here, once per problem), False when it is the caller's to handle.
+
+        ``started_at`` (monotonic): when the failed attempt began. An attempt begun
+        before the database answered again (e.g. a wait for a pooled connection that
+        began during the outage and timed out just after it) tells nothing new: it
+        does not open a new problem (the outage is said once, not once more at its end).
+        """
         problem = database_problem(exc)
         if problem is None:
             return False
         with self._lock:
+            if started_at is not None and started_at < self._answered_at:
+                return True
             changed = problem != self._problem
             if self._problem is None:
                 self._since = time.monotonic()
@@ -144,6 +166,8 @@ class DatabaseWatch:
             return
         with self._lock:
             was, self._problem = self._problem, None
+            if was is not None:
+                self._answered_at = time.monotonic()
         if was is not None:
             logger.warning(
                 "the database at %s answers again (after %.1f s); workers carry on",
@@ -206,15 +230,16 @@ class PoolGate:
         wait_s = self.wait_s()
         if at_most_s is not None:
             wait_s = at_most_s if wait_s is None else min(wait_s, at_most_s)
-        pool = self._pool_getter()
         started_at = time.monotonic()
+        pool: ConnectionPool | None = None
         try:
+            pool = self._pool_getter()  # opening it fails while the database is down
             with pool.connection(timeout=wait_s) as conn:
                 self._connected_once = True
                 yield conn
         except BaseException as exc:
-            if not (isinstance(exc, PoolTimeout) and _busy(pool)):
-                self.watch.failed(exc)
+            if not (isinstance(exc, PoolTimeout) and pool is not None and _busy(pool)):
+                self.watch.failed(exc, started_at)
             raise
         self.watch.answered(started_at)
 

@@ -1,0 +1,1 @@
+"""The soak: ``python -m receiptq.tools.soak`` (see :mod:`receiptq.tools.soak.run`)."""
