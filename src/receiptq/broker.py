@@ -30,54 +30,33 @@ from dramatiq.message import Message
 from dramatiq.middleware import Middleware, Retries
 
 from receiptq import db
-from receiptq.config import embedded_database_url, validate_queue_name
+from receiptq.config import validate_queue_name
 from receiptq.middleware import middleware_or_default
 from receiptq.pg.claims import Claimer, ClaimPath
+from receiptq.pg.configured import Configured
 from receiptq.pg.consumer import DelayQueueConsumer, PostgresConsumer
 from receiptq.pg.delivery import JobProxy
 from receiptq.pg.flusher import Flusher
 from receiptq.pg.heartbeat import Heartbeat, new_worker_id
 from receiptq.pg.holdings import Holdings
 from receiptq.pg.messages import MessageError, job_columns
-from receiptq.pg.runtime import Runtime, reset_in_children
+from receiptq.pg.runtime import reset_in_children
 from receiptq.pg.sending import DEFAULT_MAX_RETRIES, Sending
 from receiptq.pg.settle import Settler
 from receiptq.pg.worker_hooks import DeliveryClock as _DeliveryClock
 from receiptq.pg.worker_hooks import WorkerFacts
-from receiptq.settings import Settings, validate_database_url
+from receiptq.settings import Settings
 from receiptq.tiers import TierPolicy
 
 __all__ = ["DEFAULT_MAX_RETRIES", "ClaimPath", "JobProxy", "MessageError", "PostgresBroker"]
 
 logger = logging.getLogger(__name__)
 
-#: How often an idle consumer looks for work without a notification (ms), unless
-#: ``RECEIPTQ_POLL_INTERVAL_MS`` says otherwise.
-DEFAULT_POLL_INTERVAL_MS = 500
-#: The same behind a transaction pooler, where no notification ever comes (ms).
-DEFAULT_POOLED_POLL_INTERVAL_MS = 200
-#: The attributes a broker sets from its settings on first use (see ``__getattr__``).
-_FROM_SETTINGS = frozenset(
-    {
-        "settings",
-        "url",
-        "pooler",
-        "tier_policy",
-        "lease_s",
-        "poll_interval_s",
-        "pool_max_size",
-        "max_message_bytes",
-        "listen",
-        "runtime",
-        "_claims",
-        "_settle",
-    }
-)
 #: Option set on the message ``enqueue`` returns when its ``unique_key`` was taken.
 DUPLICATE_OPTION = "duplicate"
 
 
-class PostgresBroker(Sending, Broker):
+class PostgresBroker(Configured, Sending, Broker):
     """A Dramatiq broker whose queues, delays, leases and dead letters live in PostgreSQL.
 
     Its settings are ``settings``, else the environment's (:meth:`Settings.from_env`),
@@ -109,17 +88,6 @@ class PostgresBroker(Sending, Broker):
         ``enterprise:6:0,pro:3:10,free:1:20``); see :mod:`receiptq.tiers`.
     """
 
-    settings: Settings
-    url: str
-    pooler: str
-    tier_policy: TierPolicy
-    lease_s: float
-    poll_interval_s: float
-    pool_max_size: int
-    max_message_bytes: int
-    listen: bool
-    #: This process's connections and threads (reset in a forked child by itself).
-    runtime: Runtime
     _claims: Claimer
     _settle: Settler
 
@@ -139,23 +107,18 @@ class PostgresBroker(Sending, Broker):
         pooler: str | None = None,
     ) -> None:
         # Given values first: a malformed one fails here, before anything is set up.
-        if url is not None:
-            validate_database_url(url, "PostgresBroker(url=...)")
-        if pooler is not None:
-            db.pooler_mode(pooler, "PostgresBroker(pooler=...)")
-        given = {
-            "database_url": url,
-            "lease_s": lease_s,
-            "poll_interval_ms": poll_interval_ms,
-            "pool_max_size": pool_max_size,
-            "max_message_bytes": max_message_bytes,
-            "listen": listen,
-            "ack_flush_ms": ack_flush_ms,
-            "pooler": pooler,
-        }
-        self._given = (settings, given, tiers)
-        self._settings_read: Settings | None = None
-        self._lock = threading.RLock()
+        self._remember(
+            settings,
+            tiers,
+            database_url=url,
+            lease_s=lease_s,
+            poll_interval_ms=poll_interval_ms,
+            pool_max_size=pool_max_size,
+            max_message_bytes=max_message_bytes,
+            listen=listen,
+            ack_flush_ms=ack_flush_ms,
+            pooler=pooler,
+        )
         super().__init__(middleware=middleware_or_default(middleware))
         self.queues: dict[str, None] = {}
         self._local = threading.local()
@@ -169,55 +132,6 @@ class PostgresBroker(Sending, Broker):
         reset_in_children(self, PostgresBroker._reset_after_fork)
         if settings is not None:
             self._configure()  # nothing to read: as soon as given
-
-    def __getattr__(self, name: str) -> Any:
-        """An attribute made from the settings: they are read now, on first use."""
-        if name not in _FROM_SETTINGS or "_lock" not in self.__dict__:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        self._configure()
-        return object.__getattribute__(self, name)
-
-    def _configure(self) -> None:
-        """Read the settings (the given ones, else the environment's) and set what
-        depends on them; the embedded PostgreSQL starts here when no URL is set."""
-        with self._lock:
-            if "settings" in self.__dict__:
-                return
-            settings = self.read_settings()
-            given, overrides, tiers = self._given
-            self.url = settings.database_url or embedded_database_url(settings)
-            if given is not None or overrides["pooler"] is not None:
-                # Said for this broker: its URL goes this way in this process (else
-                # RECEIPTQ_POOLER, read by receiptq.db for every connection).
-                db.use_pooler(settings.pooler, self.url, setting="PostgresBroker(pooler=...)")
-            self.pooler = db.pooler(self.url)
-            pooled = self.pooler == "transaction"
-            self.tier_policy = tiers or TierPolicy.from_env(settings)
-            self.lease_s = settings.lease_s
-            poll_ms = settings.poll_interval_ms
-            if poll_ms is None:
-                poll_ms = DEFAULT_POOLED_POLL_INTERVAL_MS if pooled else DEFAULT_POLL_INTERVAL_MS
-            self.poll_interval_s = poll_ms / 1000
-            self.pool_max_size = settings.pool_max_size
-            self.max_message_bytes = settings.max_message_bytes
-            self.listen = settings.listen and not pooled
-            self.runtime = Runtime(
-                self.url,
-                pool_max_size=self.pool_max_size,
-                listen=self.listen,
-                ack_flush_ms=settings.ack_flush_ms,
-            )
-            self._new_parts()
-            self.settings = settings  # last: its presence says all of the above is set
-
-    def read_settings(self) -> Settings:
-        """The settings given, else the environment's (read once), with the given
-        values over them; reading them starts nothing (the URL may still be None)."""
-        with self._lock:
-            if self._settings_read is None:
-                given, overrides, _ = self._given
-                self._settings_read = (given or Settings.from_env()).replace(**overrides)
-            return self._settings_read
 
     def _reset_after_fork(self) -> None:
         self._lock = threading.RLock()
