@@ -7,7 +7,7 @@ import time
 
 from rich.console import Console
 
-from receiptq import cli, monitor
+from receiptq import claimed_jobs, cli
 from receiptq.cli.status_views import top_view
 from tests_support import start_deliveries
 from web_helpers import send
@@ -56,10 +56,10 @@ def test_top_refuses_a_bad_interval(capsys):
 
 def test_args_summary_is_call_like_and_shortened():
     message = {"args": [1, "a"], "kwargs": {"lang": "de"}}
-    assert monitor.args_summary(message) == "1, 'a', lang='de'"
-    long = monitor.args_summary({"args": ["x" * 200]}, limit=20)
+    assert claimed_jobs.args_summary(message) == "1, 'a', lang='de'"
+    long = claimed_jobs.args_summary({"args": ["x" * 200]}, limit=20)
     assert len(long) == 20 and long.endswith("…")
-    assert monitor.args_summary(None) == ""
+    assert claimed_jobs.args_summary(None) == ""
 
 
 def render(snap) -> str:

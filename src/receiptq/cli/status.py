@@ -21,7 +21,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from receiptq import db, monitor
+from receiptq import claimed_jobs, db, monitor
 from receiptq.cli._common import (
     EXIT_OK,
     add_command,
@@ -106,17 +106,17 @@ def _watch_frames(url: str, interval_s: float) -> Generator[dict[str, Any]]:
 def run_top(args: argparse.Namespace) -> int:
     with db.connect(url(args)) as conn:
         if args.json:
-            print_json(monitor.claimed_jobs(conn, args.limit))
+            print_json(claimed_jobs.claimed_jobs(conn, args.limit))
             return EXIT_OK
         _show(_top_frames(conn, args.limit, args.interval_s), top_view, as_json=False)
     return EXIT_OK
 
 
 def _top_frames(conn: Any, limit: int, interval_s: float) -> Iterator[dict[str, Any]]:
-    yield monitor.claimed_jobs(conn, limit)
+    yield claimed_jobs.claimed_jobs(conn, limit)
     while True:
         _pause(interval_s)
-        yield monitor.claimed_jobs(conn, limit)
+        yield claimed_jobs.claimed_jobs(conn, limit)
 
 
 def _interval_option(parser: argparse.ArgumentParser, help: str) -> None:

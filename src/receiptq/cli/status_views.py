@@ -1,5 +1,5 @@
 """How ``receiptq status``, ``receiptq top`` and ``receiptq breakers list`` draw the
-monitor's figures (:func:`receiptq.monitor.snapshot`, :func:`~receiptq.monitor.claimed_jobs`)
+monitor's figures (:func:`receiptq.monitor.snapshot`, :func:`~receiptq.claimed_jobs.claimed_jobs`)
 as rich tables."""
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def _shown(snap: dict[str, Any], kind: str) -> str:
 
 
 def top_view(snap: dict[str, Any]) -> RenderableType:
-    """The human form of :func:`receiptq.monitor.claimed_jobs`."""
+    """The human form of :func:`receiptq.claimed_jobs.claimed_jobs`."""
     running = jobs_table(f"Running jobs ({_shown(snap, 'running')})", snap["running"], "Elapsed")
     if not snap["running"]:
         running.caption = "nothing is running"

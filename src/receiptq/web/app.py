@@ -35,7 +35,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from receiptq import db, dead_letters, jsonable, monitor
+from receiptq import claimed_jobs, db, dead_letters, jsonable, monitor
 from receiptq.web.metrics import PostgresCollector
 from receiptq.web.sampler import DEFAULT_SAMPLE_INTERVAL_S, DepthSampler
 from receiptq.web.security import AccessGuard, csrf_problem
@@ -139,7 +139,7 @@ def create_app(
         return JSON(figures)
 
     async def api_running(request: Request) -> Response:
-        return JSON(await run_in_threadpool(read, monitor.claimed_jobs))
+        return JSON(await run_in_threadpool(read, claimed_jobs.claimed_jobs))
 
     async def api_dead_letters(request: Request) -> Response:
         try:
