@@ -11,6 +11,7 @@ prints the listing afterwards.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -107,26 +108,28 @@ def _counts(figures: dict[str, Any]) -> list[str]:
     return ["-" if limit is None else str(limit), str(figures["running"]), str(figures["reserved"])]
 
 
-def _cap(text: str) -> int | None:
-    """A cap: a whole number, or ``none`` (``off``) for no cap."""
-    if text in ("none", "off"):
-        return None
-    try:
-        return parse_non_negative_int(text)
-    except BadArgument:
-        raise BadArgument(f"invalid cap {shorten(text, 80)!r}: a whole number, or 'none'") from None
+def _number_or_none(
+    parse: Callable[[str], int], what: str, number: str
+) -> Callable[[str], int | None]:
+    """An argument parser: ``parse``'s number, or ``none`` (``off``) for no setting."""
+
+    def parse_or_none(text: str) -> int | None:
+        if text in ("none", "off"):
+            return None
+        try:
+            return parse(text)
+        except BadArgument:
+            raise BadArgument(
+                f"invalid {what} {shorten(text, 80)!r}: {number}, or 'none'"
+            ) from None
+
+    return parse_or_none
 
 
-def _prefetch(text: str) -> int | None:
-    """A queue's prefetch: a whole number >= 1, or ``none`` (``off``) for Dramatiq's."""
-    if text in ("none", "off"):
-        return None
-    try:
-        return parse_positive_int(text)
-    except BadArgument:
-        raise BadArgument(
-            f"invalid prefetch {shorten(text, 80)!r}: a whole number >= 1, or 'none'"
-        ) from None
+#: A cap: a whole number, or ``none`` for no cap.
+_cap = _number_or_none(parse_non_negative_int, "cap", "a whole number")
+#: A queue's prefetch: a whole number >= 1, or ``none`` for Dramatiq's.
+_prefetch = _number_or_none(parse_positive_int, "prefetch", "a whole number >= 1")
 
 
 def add_parser(subparsers: Any) -> None:
