@@ -17,18 +17,12 @@ from typing import Any
 import psycopg
 from dramatiq.message import Message
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import Progress
 
 from receiptq import db
 from receiptq.broker import PostgresBroker
 from receiptq.processes import check_signals, exited_error, start_dramatiq, stop_process
+from receiptq.tools.progress import progress_bar as bar
 from receiptq.tools.scratch import recreate_database
 
 PEER = "receiptq"
@@ -78,15 +72,7 @@ def log(settings: Settings, message: str) -> None:
 
 
 def progress_bar(settings: Settings) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=settings.quiet,
-    )
+    return bar(Console(stderr=True), disable=settings.quiet)
 
 
 def bench_messages(count: int) -> list[Message[Any]]:

@@ -15,14 +15,7 @@ from typing import Any
 import psycopg
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import Progress
 from rich.table import Table
 
 from receiptq import monitor
@@ -32,6 +25,7 @@ from receiptq.tools.demo import database as place
 from receiptq.tools.demo.database import QUEUES
 from receiptq.tools.demo.figures import RunStats, Totals
 from receiptq.tools.demo.world import Upload
+from receiptq.tools.progress import progress_bar
 
 POLL_S = 0.25
 STOP_GRACE_S = 20.0
@@ -124,14 +118,7 @@ def watch(
 ) -> tuple[bool, float]:
     """Live view until no job of this run is left; (finished, wall seconds)."""
     started = time.monotonic()
-    progress = Progress(
-        TextColumn("[bold]receipts done"),
-        BarColumn(bar_width=None),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    progress = progress_bar(console, label="[bold]receipts done", bar_width=None)
     task = progress.add_task("done", total=len(run.uploads))
     with Live(run.frame(progress, task), console=console, refresh_per_second=4) as live:
         while True:
