@@ -43,9 +43,6 @@ _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 logger = logging.getLogger(__name__)
 
-#: How long a first connection may take before the database counts as unreachable (s).
-CONNECT_TIMEOUT_S = 10
-
 
 def _parse_queries(text: str) -> dict[str, str]:
     """Split a .sql file into {name: statement} at its ``-- name:`` lines."""
