@@ -27,7 +27,7 @@ from receiptq.rate_limits import PostgresRateLimiterBackend
 
 #: The limits the tests check against.
 CONCURRENT_LIMIT = 2
-WINDOW_LIMIT, WINDOW_S = 3, 2
+WINDOW_LIMIT, WINDOW_S = 6, 2
 BUCKET_LIMIT, BUCKET_MS = 4, 500
 
 
@@ -42,6 +42,9 @@ def run(kind: str, url: str, threads: int, seconds: float) -> None:
         "window": lambda: WindowRateLimiter(backend, "mail", limit=WINDOW_LIMIT, window=WINDOW_S),
         "bucket": lambda: BucketRateLimiter(backend, "api", limit=BUCKET_LIMIT, bucket=BUCKET_MS),
     }[kind]()
+    # Every process of a test starts hammering at the same moment (LIMITER_START_AT,
+    # epoch seconds), so that one started later finds the slots taken as often as not.
+    time.sleep(max(0.0, float(os.environ.get("LIMITER_START_AT", "0")) - time.time()))
     deadline = time.monotonic() + seconds
 
     def hammer() -> None:

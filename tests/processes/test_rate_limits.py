@@ -37,7 +37,13 @@ def wait_until(predicate, timeout_s: float, what: str) -> None:
 
 
 def limiter_processes(url: str, kind: str, *, processes: int, threads: int, seconds: float):
-    env = {**os.environ, "PYTHONPATH": str(TESTS), "RECEIPTQ_RATE_LIMIT_POLL_INTERVAL_MS": "60000"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(TESTS),
+        "RECEIPTQ_RATE_LIMIT_POLL_INTERVAL_MS": "60000",
+        # Started together once each process has imported (about a second when loaded).
+        "LIMITER_START_AT": repr(time.time() + 2.0),
+    }
     return [
         subprocess.Popen(
             [sys.executable, "-m", "apps.rate_limit_app", kind, url, str(threads), str(seconds)],
