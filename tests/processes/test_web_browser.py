@@ -137,10 +137,18 @@ def flowing(broker, conn) -> Iterator[dict]:
 
 
 def text_of(driver, selector: str) -> str:
+    """The element's text, "" while it is not there. The dashboard replaces its
+    cells on each refresh: one redrawn between finding and reading is found again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    elements = driver.find_elements(By.CSS_SELECTOR, selector)
-    return elements[0].text if elements else ""
+    for _ in range(5):
+        elements = driver.find_elements(By.CSS_SELECTOR, selector)
+        try:
+            return elements[0].text if elements else ""
+        except StaleElementReferenceException:
+            time.sleep(0.05)  # redrawn between finding and reading it: find it again
+    return ""
 
 
 def depth_samples(server: str) -> list[dict]:
