@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,7 +38,7 @@ from receiptq.pg.delivery import JobProxy
 from receiptq.pg.flusher import Flusher
 from receiptq.pg.heartbeat import Heartbeat, new_worker_id
 from receiptq.pg.holdings import Holdings
-from receiptq.pg.messages import MessageError, job_columns
+from receiptq.pg.messages import MessageError
 from receiptq.pg.runtime import reset_in_children
 from receiptq.pg.sending import DEFAULT_MAX_RETRIES, Sending
 from receiptq.pg.settle import Settler
@@ -253,15 +252,12 @@ class PostgresBroker(Configured, Sending, Broker):
             return 0
         for message in messages:
             self._require_queue(message.queue_name)
-        for message in messages:
-            self.emit_before("enqueue", message, delay)
-        rows = [self._row(message, delay) for message in messages]
+        self._emit_enqueue("before", messages, delay)
         with db.explained(self.url), self.connection() as conn:
-            stored = db.fetch_all(conn, "job_enqueue_many", job_columns(rows))
-            self.runtime.flusher.count_sent(conn, Counter((r["queue"], r["actor"]) for r in stored))
-        for message in messages:
-            self.emit_after("enqueue", message, delay)
-        return len(stored)
+            sent = self._store(conn, messages, delay)
+            self.runtime.flusher.count_sent(conn, sent)
+        self._emit_enqueue("after", messages, delay)
+        return sum(sent.values())
 
     # -- consuming --------------------------------------------------------------------
 

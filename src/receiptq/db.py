@@ -372,6 +372,16 @@ def fetch_one(
         return cur.execute(query(name), params or {}).fetchone()
 
 
+def copy_in(conn: psycopg.Connection[Any], name: str, rows: Iterable[Sequence[Any]]) -> int:
+    """Run a named ``COPY ... FROM STDIN`` with ``rows`` (tuples in its column
+    order); return how many rows it stored."""
+    with conn.cursor() as cur:
+        with cur.copy(query(name)) as copy:
+            for row in rows:
+                copy.write_row(row)
+        return cur.rowcount
+
+
 def execute(
     conn: psycopg.Connection[Any], name: str, params: Params = None, identifiers: Identifiers = None
 ) -> int:

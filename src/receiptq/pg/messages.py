@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from dramatiq.common import q_name
 from dramatiq.message import Message
@@ -28,6 +29,11 @@ TRANSIENT_OPTIONS = ("eta",)
 _INT32 = range(-(2**31), 2**31)
 #: A JSON ``\u0000`` escape not itself escaped: PostgreSQL's jsonb cannot store NUL.
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+#: The fields of a Dramatiq message, in its order (``Message.asdict()`` without
+#: looking them up for every message of a bulk send).
+_MESSAGE_FIELDS = tuple(field.name for field in dataclasses.fields(Message))
+#: The JSON encoder of stored messages: compact, strict (no NaN), UTF-8 kept as is.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 #: Message fields and the types a stored message must give them.
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "queue_name": str,
@@ -40,9 +46,9 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class JobRow:
-    """The columns of one job, ready for the enqueue queries."""
+class JobRow(NamedTuple):
+    """The columns of one job, ready for the enqueue queries (a named tuple: a bulk
+    send builds thousands)."""
 
     message_id: str
     queue: str
@@ -55,6 +61,18 @@ class JobRow:
     user_id: str | None
     unique_key: str | None
     message: str
+
+    def copy_fields(self) -> tuple[Any, ...]:
+        """The columns ``job_copy_new`` takes, in its order."""
+        return (
+            self.message_id,
+            self.queue,
+            self.actor,
+            self.priority,
+            self.max_attempts,
+            self.tier,
+            self.message,
+        )
 
     def params(self) -> dict[str, Any]:
         return {
@@ -89,29 +107,34 @@ def job_columns(rows: list[JobRow]) -> dict[str, list[Any]]:
     }
 
 
+def _whose(message: Message[Any]) -> str:
+    return f"message for actor {shorten(repr(message.actor_name))}"
+
+
 def encode_message(message: Message[Any], *, max_bytes: int) -> str:
     """The message as compact JSON text, or a MessageError saying why not."""
-    actor = shorten(repr(message.actor_name))
-    fields = message.asdict()
-    fields["options"] = {k: v for k, v in message.options.items() if k not in TRANSIENT_OPTIONS}
+    fields = {name: getattr(message, name) for name in _MESSAGE_FIELDS}
+    options = message.options
+    if any(name in options for name in TRANSIENT_OPTIONS):
+        fields["options"] = {k: v for k, v in options.items() if k not in TRANSIENT_OPTIONS}
     try:
-        text = json.dumps(fields, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        text = _ENCODE(fields)
     except (TypeError, ValueError) as exc:
-        raise MessageError(f"message for actor {actor} is not JSON-serializable: {exc}") from None
+        raise MessageError(f"{_whose(message)} is not JSON-serializable: {exc}") from None
     try:
         size = len(text.encode())
     except UnicodeEncodeError:
         raise MessageError(
-            f"message for actor {actor} holds a string that is not valid Unicode (a lone surrogate)"
+            f"{_whose(message)} holds a string that is not valid Unicode (a lone surrogate)"
         ) from None
-    if _JSON_NUL.search(text):
+    if "\\u0000" in text and _JSON_NUL.search(text):
         raise MessageError(
-            f"message for actor {actor} holds a NUL character (\\u0000), "
+            f"{_whose(message)} holds a NUL character (\\u0000), "
             "which PostgreSQL cannot store in jsonb"
         )
     if size > max_bytes:
         raise MessageError(
-            f"message for actor {actor} is {size} bytes encoded, over the "
+            f"{_whose(message)} is {size} bytes encoded, over the "
             f"limit of {max_bytes} bytes (RECEIPTQ_MAX_MESSAGE_BYTES); store large data in a "
             "table and send its id"
         )
@@ -155,6 +178,19 @@ def _text_option(message: Message[Any], name: str) -> str | None:
     return text
 
 
+def canonical_queue(name: str) -> str:
+    """The queue a message of queue ``name`` is stored on (a delay queue's is its
+    canonical queue); raises ValueError for a name receiptq does not store."""
+    if isinstance(name, str):
+        return _canonical_queue(name)
+    return q_name(validate_queue_name(name))
+
+
+@lru_cache(maxsize=1024)
+def _canonical_queue(name: str) -> str:
+    return q_name(validate_queue_name(name))
+
+
 def job_row(
     message: Message[Any],
     *,
@@ -171,7 +207,7 @@ def job_row(
     With a tier policy, the ``tier`` option must name one of its tiers, and the
     tier's priority offset is added to the priority.
     """
-    queue = q_name(validate_queue_name(message.queue_name))
+    queue = canonical_queue(message.queue_name)
     if not isinstance(message.actor_name, str) or not message.actor_name:
         raise MessageError("a message needs an actor name")
     if delay_ms is not None and (

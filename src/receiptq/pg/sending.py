@@ -4,22 +4,83 @@ row a message becomes (its actor's priority and retries)."""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import psycopg
+import psycopg.errors
 from dramatiq.actor import Actor
 from dramatiq.message import Message
-from dramatiq.middleware import Middleware, Retries
+from dramatiq.middleware import Middleware, MiddlewareError, Retries
+from psycopg.pq import TransactionStatus
 
-from receiptq.pg.messages import JobRow, job_row
+from receiptq import db
+from receiptq.pg.messages import JobRow, job_columns, job_row
 from receiptq.pg.runtime import Runtime
 from receiptq.tiers import TierPolicy
 
 #: Dramatiq's Retries default, used when no Retries middleware says otherwise.
 DEFAULT_MAX_RETRIES = 20
+
+logger = logging.getLogger("dramatiq.broker.PostgresBroker")
+
+
+#: Jobs per (queue, actor) stored by one send.
+SentCounts = dict[tuple[str, str], int]
+
+
+#: Message options that keep a job out of ``job_copy_new`` (see :func:`copyable`).
+_NOT_COPIED = ("eta", "user_id", "unique_key")
+
+
+def copyable(message: Message[Any], delay: int | None) -> bool:
+    """A message ``job_copy_new`` can store: due now (no delay, no eta), no user
+    (whose round a row trigger assigns) and no unique key (expected to collide)."""
+    options = message.options
+    return not delay and not any(name in options for name in _NOT_COPIED)
+
+
+def copy_rows(conn: psycopg.Connection[Any], rows: Iterator[JobRow]) -> SentCounts | None:
+    """Store new jobs with COPY as ``rows`` yields them (so the server stores the
+    first while the rest are being encoded); how many per (queue, actor), or None
+    when a message id was already in the table and nothing was stored.
+
+    An error while ``rows`` is read (a message that cannot be stored) aborts the
+    COPY: nothing is stored. Inside the caller's transaction the COPY runs in a
+    savepoint, so that its failure leaves that transaction usable.
+    """
+    counts: Counter[tuple[str, str]] = Counter()
+
+    def fields() -> Iterator[tuple[Any, ...]]:
+        for row in rows:
+            counts[row.queue, row.actor] += 1
+            yield row.copy_fields()
+
+    in_transaction = conn.info.transaction_status != TransactionStatus.IDLE
+    try:
+        with conn.transaction() if in_transaction else nullcontext():
+            db.copy_in(conn, "job_copy_new", fields())
+    except psycopg.errors.UniqueViolation:
+        return None
+    return dict(counts)
+
+
+def insert_rows(conn: psycopg.Connection[Any], rows: list[JobRow]) -> SentCounts:
+    """Store new jobs with ``job_enqueue_many``, dropping those whose message id or
+    unique key is queued or running; how many were stored per (queue, actor)."""
+    stored = db.fetch_all(conn, "job_enqueue_many", job_columns(rows))
+    return {(r["queue"], r["actor"]): r["jobs"] for r in stored}
+
+
+def hooked(middleware: list[Middleware], hook: str) -> list[Middleware]:
+    """The middleware that define ``hook`` themselves (``Middleware``'s own hooks do
+    nothing), in stack order."""
+    base = getattr(Middleware, hook)
+    return [m for m in middleware if getattr(getattr(m, hook), "__func__", None) is not base]
 
 
 class Sending:
@@ -80,12 +141,67 @@ class Sending:
         return DEFAULT_MAX_RETRIES
 
     def _row(self, message: Message[Any], delay: int | None) -> JobRow:
-        actor = self.actors.get(message.actor_name)
-        return job_row(
-            message,
-            delay_ms=delay,
-            actor_priority=actor.priority if actor is not None else 0,
-            max_retries=self._max_retries(message.actor_name),
-            max_bytes=self.max_message_bytes,
-            tiers=self.tier_policy,
-        )
+        return next(self._rows([message], delay))
+
+    def _rows(self, messages: Sequence[Message[Any]], delay: int | None) -> Iterator[JobRow]:
+        """Validate messages and turn them into job rows, one at a time (each actor's
+        priority and retries looked up once per call)."""
+        defaults: dict[str, tuple[int, int | None]] = {}
+        for message in messages:
+            name = message.actor_name
+            known = defaults.get(name)
+            if known is None:
+                actor = self.actors.get(name)
+                priority = actor.priority if actor is not None else 0
+                known = defaults[name] = (priority, self._max_retries(name))
+            yield job_row(
+                message,
+                delay_ms=delay,
+                actor_priority=known[0],
+                max_retries=known[1],
+                max_bytes=self.max_message_bytes,
+                tiers=self.tier_policy,
+            )
+
+    def _store(
+        self, conn: psycopg.Connection[Any], messages: Sequence[Message[Any]], delay: int | None
+    ) -> SentCounts:
+        """Store new messages in one statement on ``conn``; how many were stored per
+        (queue, actor). Every message is validated before anything commits.
+
+        A plain bulk send (every message :func:`copyable`) streams into a COPY;
+        should one of its message ids already be stored, the COPY stores nothing
+        and the batch goes through ``job_enqueue_many``, as every other batch does,
+        which drops the duplicates."""
+        if all(copyable(message, delay) for message in messages):
+            counts = copy_rows(conn, self._rows(messages, delay))
+            if counts is not None:
+                return counts
+        return insert_rows(conn, list(self._rows(messages, delay)))
+
+    def _emit_enqueue(self, when: str, messages: Sequence[Message[Any]], delay: int | None) -> None:
+        """``emit_before``/``emit_after("enqueue", ...)`` for each of many messages,
+        with Dramatiq's semantics (before: in stack order, a ``MiddlewareError``
+        stops the send, any other error is logged; after: in reverse, errors logged),
+        calling only the middleware that define the hook: in a bulk send of 1,000
+        messages, Dramatiq's loop over every middleware's empty hooks cost more than
+        encoding the messages."""
+        hook = f"{when}_enqueue"
+        stack = hooked(self.middleware, hook)
+        if when == "after":
+            stack.reverse()
+        for message in messages:
+            for middleware in stack:
+                try:
+                    getattr(middleware, hook)(self, message, delay)
+                except MiddlewareError:
+                    if when == "after":
+                        logger.critical(
+                            "Unexpected failure in %s of %r.", hook, middleware, exc_info=True
+                        )
+                    else:
+                        raise
+                except Exception:
+                    logger.critical(
+                        "Unexpected failure in %s of %r.", hook, middleware, exc_info=True
+                    )

@@ -746,4 +746,4 @@ CREATE TRIGGER jobs_user_round_delay BEFORE UPDATE OF run_at ON receiptq.jobs FO
 -- Name: jobs jobs_user_round_insert; Type: TRIGGER; Schema: receiptq; Owner: -
 --
 
-CREATE TRIGGER jobs_user_round_insert BEFORE INSERT ON receiptq.jobs FOR EACH ROW WHEN ((new.user_id IS NOT NULL)) EXECUTE FUNCTION receiptq.assign_user_round();
+CREATE TRIGGER jobs_user_round_insert BEFORE INSERT ON receiptq.jobs FOR EACH ROW WHEN (((new.user_id IS NOT NULL) AND (new.user_round = 0))) EXECUTE FUNCTION receiptq.assign_user_round();

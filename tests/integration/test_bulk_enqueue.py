@@ -1,0 +1,137 @@
+"""Bulk sends (``PostgresBroker.enqueue_many``): a plain bulk send streams into a
+COPY, every other batch goes through ``job_enqueue_many``; both must store the
+same rows, store nothing when one message is bad, drop stored message ids and
+wake consumers once per queue."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import dramatiq
+import psycopg
+import pytest
+
+from receiptq.broker import MessageError, PostgresBroker
+
+#: Columns a send decides (the rest are ids and times).
+COLUMNS = ("queue", "actor", "priority", "state", "attempt", "max_attempts", "tier", "user_round")
+
+
+def jobs(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    return conn.execute("SELECT * FROM receiptq.jobs ORDER BY id").fetchall()
+
+
+def test_a_bulk_send_stores_the_row_a_single_send_stores(broker: PostgresBroker, conn):
+    @dramatiq.actor(queue_name="ocr", priority=3, max_retries=4)
+    def ocr_receipt(receipt_id):
+        pass
+
+    single = ocr_receipt.send_with_options(args=(1,), tier="pro")
+    bulk = ocr_receipt.message_with_options(args=(2,), tier="pro")
+    assert broker.enqueue_many([bulk]) == 1
+
+    first, second = jobs(conn)
+    assert {c: first[c] for c in COLUMNS} == {c: second[c] for c in COLUMNS}
+    assert second["priority"] == 13  # the actor's 3 and tier pro's offset
+    assert second["max_attempts"] == 5
+    # Due at once, by the server's clock, as a single send's job.
+    assert second["run_at"] == second["enqueued_at"]
+    assert first["run_at"] == first["enqueued_at"]
+    assert first["message"]["message_id"] == single.message_id
+    assert second["message"]["message_id"] == bulk.message_id == second["message_id"]
+    assert second["message"]["options"] == {"tier": "pro"}
+
+
+def test_a_bad_message_late_in_a_big_bulk_send_stores_nothing(broker: PostgresBroker, conn):
+    @dramatiq.actor(queue_name="bulk")
+    def collect(value):
+        pass
+
+    messages = [collect.message(n) for n in range(3000)]
+    messages[2500] = collect.message(object())
+    with pytest.raises(MessageError, match="not JSON-serializable"):
+        broker.enqueue_many(messages)
+    assert jobs(conn) == []
+    # The broker's connection is fine afterwards.
+    assert broker.enqueue_many(messages[:10]) == 10
+
+
+def test_a_failed_bulk_send_leaves_the_callers_transaction_usable(
+    broker: PostgresBroker, conn, database_url
+):
+    @dramatiq.actor(queue_name="bulk")
+    def collect(value):
+        pass
+
+    conn.execute("CREATE TABLE receipts (id integer PRIMARY KEY)")
+    bad = [collect.message(n) for n in range(500)] + [collect.message(float("nan"))]
+    with psycopg.connect(database_url) as caller:
+        with caller.transaction(), broker.transaction(caller):
+            caller.execute("INSERT INTO receipts VALUES (1)")
+            with pytest.raises(MessageError):
+                broker.enqueue_many(bad)
+            assert broker.enqueue_many([collect.message(n) for n in range(5)]) == 5
+            caller.execute("INSERT INTO receipts VALUES (2)")
+
+    assert [r["message"]["args"] for r in jobs(conn)] == [[n] for n in range(5)]
+    assert conn.execute("SELECT count(*) AS n FROM receipts").fetchone()["n"] == 2
+
+
+@pytest.mark.parametrize("in_transaction", [False, True])
+def test_a_bulk_send_repeating_a_stored_message_stores_only_the_new_ones(
+    broker: PostgresBroker, conn, database_url, in_transaction
+):
+    @dramatiq.actor(queue_name="bulk")
+    def collect(value):
+        pass
+
+    stored = collect.send(0)
+    again = [stored, *(collect.message(n) for n in range(1, 200))]
+    if in_transaction:
+        with psycopg.connect(database_url) as caller:
+            with caller.transaction(), broker.transaction(caller):
+                assert broker.enqueue_many(again) == 199
+    else:
+        assert broker.enqueue_many(again) == 199
+    rows = jobs(conn)
+    assert [r["message"]["args"][0] for r in rows] == list(range(200))
+    assert len({r["message_id"] for r in rows}) == 200
+
+
+def test_a_bulk_send_wakes_consumers_once_per_queue(broker: PostgresBroker, database_url):
+    @dramatiq.actor(queue_name="ocr")
+    def ocr_receipt(value):
+        pass
+
+    @dramatiq.actor(queue_name="email")
+    def send_email(value):
+        pass
+
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN receiptq")
+        messages = [ocr_receipt.message(n) for n in range(600)]
+        messages += [send_email.message(n) for n in range(400)]
+        assert broker.enqueue_many(messages) == 1000
+        payloads = []
+        deadline = time.monotonic() + 2.0
+        for note in listener.notifies(timeout=2.0):
+            payloads.append(note.payload)
+            if time.monotonic() > deadline:
+                break
+    assert sorted(payloads) == ["email", "ocr"]
+
+
+def test_a_batch_with_a_delay_or_a_user_stores_every_job(broker: PostgresBroker, conn):
+    @dramatiq.actor(queue_name="bulk")
+    def collect(value):
+        pass
+
+    assert broker.enqueue_many([collect.message(n) for n in range(3)], delay=60_000) == 3
+    later = [collect.message(3), collect.message_with_options(args=(4,), user_id="u1")]
+    assert broker.enqueue_many(later) == 2
+    rows = jobs(conn)
+    assert [r["message"]["args"][0] for r in rows] == [0, 1, 2, 3, 4]
+    assert all(r["run_at"] > r["enqueued_at"] for r in rows[:3])
+    assert rows[3]["run_at"] == rows[3]["enqueued_at"]
+    assert rows[4]["user_id"] == "u1" and rows[4]["user_round"] == 1
