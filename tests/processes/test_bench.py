@@ -100,6 +100,8 @@ def test_bench_options_are_validated():
     args = parse(["bench"])
     assert args.workload == ("drain", "steady")
     assert parse(["bench", "--workload", "drain,steady,tiers"]).workload[-1] == "tiers"
+    assert parse(["bench", "--workload", "ceiling"]).workload == ("ceiling",)
+    assert (args.compare, args.from_json, args.plot, args.markdown) == (None, None, None, False)
     assert (args.jobs, args.seconds, args.processes, args.threads) == (20000, 15.0, 2, 8)
     assert args.database == "receiptq_bench"
     assert args.url is None
@@ -164,3 +166,30 @@ def test_users_newcomers_wait_behind_the_flood_only_without_user_rounds(
     assert rounds_p95 < fifo_p50, result
     assert result["with_rounds_drain_jobs_per_s"] > 0
     assert "receiptq bench: users" in out
+
+
+CEILING_KEYS = {
+    "peer", "workload", "jobs", "version", "consumers", "enqueued", "enqueue_s",
+    "enqueue_jobs_per_s", "done", "drain_s", "drain_jobs_per_s", "timeout",
+}  # fmt: skip
+
+
+def test_ceiling_drains_every_job_on_the_stub_broker_with_no_database(capsys):
+    # No server answers at this URL: the ceiling runs in memory and never connects.
+    args = parse(
+        ["bench", "--url", "postgresql://nobody@127.0.0.1:1/none", "--workload", "ceiling",
+         "--jobs", "500", "--threads", "4", "--json", "--markdown"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    [result] = json_lines(out)
+    assert "error" not in result, result
+    assert CEILING_KEYS <= result.keys()
+    assert (result["workload"], result["timeout"]) == ("ceiling", False)
+    assert result["jobs"] == result["enqueued"] == result["done"] == 500
+    assert result["drain_jobs_per_s"] == pytest.approx(500 / result["drain_s"], rel=0.01)
+    assert result["enqueue_jobs_per_s"] > 0
+    assert result["consumers"].startswith("StubBroker (in memory), 1 process x 4 threads")
+    assert result["version"].startswith("dramatiq ")
+    # --markdown after the run: the ceiling is a column of its own.
+    assert "|  | Dramatiq StubBroker (ceiling) |" in out

@@ -60,8 +60,9 @@ def add_parser(subparsers: Any) -> None:
         "--workload",
         type=parse_workloads,
         default=DEFAULT_WORKLOADS,
-        metavar="drain,steady,tiers,users",
-        help="comma-separated workloads (default: drain,steady)",
+        metavar="drain,steady,tiers,users,ceiling",
+        help="comma-separated workloads (default: drain,steady); ceiling: the drain on "
+        "Dramatiq's in-memory StubBroker, in one process of --threads threads",
     )
     parser.add_argument(
         "--jobs",
@@ -95,4 +96,30 @@ def add_parser(subparsers: Any) -> None:
         default=DEFAULT_DATABASE,
         help=f"benchmark database, dropped and created on the URL's server "
         f"(default {DEFAULT_DATABASE})",
+    )
+    compare_options(parser)
+
+
+def compare_options(parser: Any) -> None:
+    """The peers beside receiptq: --compare, --from-json, --plot, --markdown."""
+    parser.add_argument(
+        "--compare",
+        action="append",
+        metavar="FILE",
+        help="the peers' JSON lines of the same sitting (../shared/peers/run.sh --json-only "
+        "> FILE), set beside receiptq's by --plot and --markdown; repeatable",
+    )
+    parser.add_argument(
+        "--from-json",
+        metavar="FILE",
+        help="receiptq's lines saved earlier (receiptq bench --json > FILE) instead of "
+        "running the workloads",
+    )
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="draw the results against the peers' into a PNG"
+    )
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the comparison as a markdown table (ratios receiptq / peer)",
     )

@@ -41,4 +41,10 @@ the window's end are exact rather than bounded by a polling interval.
 Output: one JSON line per workload on stdout, with the peers' keys, then a
 table (left out with ``--json``). Progress goes to stderr. Benchmarks never fail
 on speed: the exit status is 1 only when a workload raised an error.
+
+``--workload ceiling`` is Dramatiq's own per-message ceiling, the drain on its
+in-memory StubBroker (:mod:`receiptq.tools.bench.ceiling`). ``--compare`` sets the
+peers' lines beside receiptq's, ``--markdown`` prints them as a table, ``--plot``
+draws them, ``--from-json`` takes receiptq's lines from a file instead of running
+(:mod:`receiptq.tools.bench.compare`, :mod:`receiptq.tools.bench.plot`).
 """

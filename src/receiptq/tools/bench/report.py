@@ -24,7 +24,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
         note = "TIMEOUT" if r.get("timeout") else ""
         if "error" in r:
             note = "ERROR: " + r["error"][:60]
-        if r["workload"] == "drain":
+        if r["workload"] in ("drain", "ceiling"):
             jobs, rate = r.get("done"), r.get("drain_jobs_per_s")
         elif r["workload"] == "tiers":
             jobs, rate = r.get("jobs"), r.get("fair_drain_jobs_per_s")

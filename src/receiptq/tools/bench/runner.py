@@ -10,6 +10,8 @@ from typing import Any
 from receiptq import db
 from receiptq.config import database_url
 from receiptq.processes import sigterm_exits
+from receiptq.tools.bench.ceiling import run_ceiling
+from receiptq.tools.bench.compare import comparison_from, present
 from receiptq.tools.bench.report import print_table
 from receiptq.tools.bench.workload import (
     BENCH_QUEUE,
@@ -24,6 +26,9 @@ from receiptq.tools.bench.workload import (
     version_string,
 )
 from receiptq.tools.bench.workloads import run_drain, run_steady, run_tiers, run_users
+
+#: Workloads that need no PostgreSQL (the runner then neither finds nor checks a server).
+NO_DATABASE = {"ceiling"}
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -43,8 +48,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen workloads; print a JSON line each, then a table. Exit status."""
     settings = settings_from(args)
-    server_url = database_url(getattr(args, "url", None))
-    db.check_connection(server_url)  # an unreachable server: one line (receiptq's main), exit 1
+    comparison = comparison_from(args)  # reads --compare, --from-json first: exit 2 if bad
+    if comparison.saved is not None:  # --from-json: nothing to run
+        return present(comparison, comparison.saved)
+    server_url = ""
+    if set(settings.workloads) - NO_DATABASE:
+        server_url = database_url(getattr(args, "url", None))
+        db.check_connection(server_url)  # unreachable: one line (receiptq's main), exit 1
     results = []
     with sigterm_exits():
         for workload in settings.workloads:
@@ -54,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             results.append(result)
     if not settings.quiet:
         print_table(results)
+    present(comparison, results)
     return 1 if any("error" in result for result in results) else 0
 
 
@@ -70,7 +81,7 @@ def consumers_string(settings: Settings, workload: str) -> str:
 def run_one(workload: str, settings: Settings, server_url: str) -> dict[str, Any]:
     """Run one workload within its hard timeout and always clean up; its result line."""
     result: dict[str, Any] = {"peer": PEER, "workload": workload}
-    if workload in ("drain", "tiers", "users"):
+    if workload in ("drain", "tiers", "users", "ceiling"):
         result["jobs"] = settings.jobs
     else:
         result["seconds"] = settings.seconds
@@ -85,6 +96,8 @@ def run_one(workload: str, settings: Settings, server_url: str) -> dict[str, Any
             run_tiers(w)
         elif workload == "users":
             run_users(w)
+        elif workload == "ceiling":
+            run_ceiling(w)
         else:
             run_steady(w)
         result["timeout"] = False

@@ -26,7 +26,7 @@ from receiptq.tools.progress import progress_bar as bar
 from receiptq.tools.scratch import recreate_database
 
 PEER = "receiptq"
-WORKLOADS = ("drain", "steady", "tiers", "users")
+WORKLOADS = ("drain", "steady", "tiers", "users", "ceiling")
 #: The users workload: newcomers that each send one job while the flood drains.
 USERS_NEWCOMERS = 20
 USERS_NEWCOMER_GAP_S = 0.05
