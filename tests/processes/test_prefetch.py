@@ -4,6 +4,7 @@ one, and not more than a queue's own prefetch (for queues whose jobs run long)."
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import dramatiq
@@ -12,6 +13,7 @@ import pytest
 from dramatiq.message import Message
 
 from receiptq.broker import PostgresBroker
+from receiptq.pg.consumer import CLAIM_AHEAD_MAX_FACTOR
 from tests_support import start_dramatiq, stop, wait_until
 
 
@@ -175,3 +177,51 @@ def workers_registered(conn: psycopg.Connection[Any]) -> int:
 
 def started(conn: psycopg.Connection[Any]) -> int:
     return conn.execute("SELECT count(*) AS n FROM test_started").fetchone()["n"]
+
+
+def run_for(consumer: Any, seconds: float, job_s: float) -> int:
+    """Pull and ack deliveries as a worker running jobs of ``job_s`` would; the most
+    the consumer held at once."""
+    most = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        delivery = next(consumer)
+        if delivery is None:
+            break
+        most = max(most, consumer.outstanding)
+        time.sleep(job_s)
+        consumer.ack(delivery)
+    return most
+
+
+def test_a_process_running_short_jobs_claims_ahead_of_its_prefetch(broker, conn):
+    send_jobs(broker, "ocr", 3000)
+    consumer = broker.consume("ocr", prefetch=8, timeout=200)
+    try:
+        most = run_for(consumer, 1.5, 0.0)
+        # It held more than its prefetch (the next batch was claimed while the
+        # last still ran), never more than the claim-ahead's ceiling.
+        assert 8 < most <= 8 + CLAIM_AHEAD_MAX_FACTOR * 8
+        assert held_in_database(conn, broker) <= 8 + CLAIM_AHEAD_MAX_FACTOR * 8
+    finally:
+        consumer.close()
+
+
+def test_a_process_running_slow_jobs_holds_no_more_than_its_prefetch(broker, conn):
+    send_jobs(broker, "ocr", 200)
+    consumer = broker.consume("ocr", prefetch=4, timeout=200)
+    try:
+        # Jobs of 30 ms, longer than a claim takes: nothing to claim ahead for.
+        assert run_for(consumer, 1.5, 0.03) <= 4
+    finally:
+        consumer.close()
+
+
+def test_a_queue_with_its_own_prefetch_never_claims_ahead(broker, conn):
+    send_jobs(broker, "ocr", 3000)
+    set_prefetch(conn, "ocr", 4)
+    consumer = broker.consume("ocr", prefetch=8, timeout=200)
+    try:
+        assert run_for(consumer, 1.5, 0.0) <= 4
+    finally:
+        consumer.close()

@@ -30,6 +30,13 @@ CLASS_CHECK_INTERVAL_S = 10.0
 #: the first to the last, so that it claims again within ~2 s of the database's return.
 OUTAGE_PAUSE_FIRST_S = 0.1
 OUTAGE_PAUSE_MAX_S = 2.0
+#: Claim-ahead (see PostgresConsumer): beyond Dramatiq's prefetch, a process may hold
+#: what it runs in this many claim round trips...
+CLAIM_AHEAD_TRIPS = 2
+#: ...but never more than this many times the prefetch.
+CLAIM_AHEAD_MAX_FACTOR = 3
+#: The run rate behind the claim-ahead is measured over windows this long (s).
+CLAIM_RATE_WINDOW_S = 0.25
 
 
 class DelayQueueConsumer(Consumer):
@@ -66,6 +73,15 @@ class PostgresConsumer(Consumer):
     than what is held, waits for one slot, not for a quarter of them (README,
     Architecture).
 
+    Claim-ahead: a claim takes a round trip of a few milliseconds, in which a process
+    running short jobs finishes dozens; with only Dramatiq's prefetch (twice the
+    threads) its threads would idle while every claim is on its way. So a queue
+    without a prefetch of its own may hold beyond it what the process ran in
+    :data:`CLAIM_AHEAD_TRIPS` claim round trips lately (at most
+    :data:`CLAIM_AHEAD_MAX_FACTOR` times the prefetch): the next batch is claimed
+    while the last is still running. Jobs that take longer than a claim leave no
+    room for it, so a process does not hoard slow jobs.
+
     While the database is gone or not migrated the consumer does not raise (Dramatiq
     would log a CRITICAL traceback and reopen it every few seconds): the runtime's
     watch says once what is wrong, and the consumer tries again after growing pauses.
@@ -97,6 +113,12 @@ class PostgresConsumer(Consumer):
         self._claimed_at = -1e9
         self._outage = Backoff(OUTAGE_PAUSE_FIRST_S, OUTAGE_PAUSE_MAX_S)
         self._retry_at = 0.0  # while the database is gone: no claim before this
+        # Claim-ahead: jobs held beyond the prefetch, from the claims' mean round
+        # trip and the jobs claimed per second over the last window.
+        self._ahead = 0
+        self._claim_s = 0.0
+        self._window_started = time.monotonic()
+        self._window_claimed = 0
         self._buffer: deque[JobProxy] = deque()
         self._wakeup = threading.Event()
         self._closed = False
@@ -124,7 +146,22 @@ class PostgresConsumer(Consumer):
             self._wakeup.set()
 
     def _prefetch(self) -> int:
-        return self.claims.prefetch(self.queue_name, self.prefetch, self._prefetch_setting)
+        """How many jobs of the queue the process may hold now: the queue's own
+        prefetch, else Dramatiq's and the claim-ahead."""
+        own = self.claims.prefetch(self.queue_name, self.prefetch, self._prefetch_setting)
+        return own if own < self.prefetch else own + self._ahead
+
+    def _measure(self, claimed: int, took_s: float) -> None:
+        """Update the claim-ahead after a claim of ``claimed`` jobs that took ``took_s``."""
+        self._claim_s = took_s if not self._claim_s else 0.8 * self._claim_s + 0.2 * took_s
+        self._window_claimed += claimed
+        now = time.monotonic()
+        span = now - self._window_started
+        if span >= CLAIM_RATE_WINDOW_S:
+            rate = self._window_claimed / span
+            self._window_started, self._window_claimed = now, 0
+            ahead = int(rate * self._claim_s * CLAIM_AHEAD_TRIPS)
+            self._ahead = min(ahead, CLAIM_AHEAD_MAX_FACTOR * self.prefetch)
 
     def _min_claim(self) -> int:
         return max(1, self._prefetch() // 4)
@@ -179,7 +216,9 @@ class PostgresConsumer(Consumer):
         if size:
             self._news = False
             self._claimed_at = time.monotonic()
+            started = time.perf_counter()
             claimed = self.claims.claim(self.queue_name, size, self._stride, path=self._path)
+            self._measure(len(claimed), time.perf_counter() - started)
             if claimed:
                 self._buffer.extend(claimed)
                 return None

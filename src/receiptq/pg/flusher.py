@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from psycopg.pq import TransactionStatus
@@ -64,7 +65,13 @@ SendCounts = Mapping[tuple[str, str], int]
 
 
 def minute_of(epoch_s: float) -> datetime:
-    return datetime.fromtimestamp(epoch_s // 60 * 60, tz=UTC)
+    return _minute(int(epoch_s // 60))
+
+
+@lru_cache(maxsize=4)
+def _minute(number: int) -> datetime:
+    """The start of minute ``number`` since the epoch (every finished job asks)."""
+    return datetime.fromtimestamp(number * 60, tz=UTC)
 
 
 class Flusher:

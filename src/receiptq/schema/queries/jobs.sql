@@ -227,9 +227,10 @@ SELECT cls FROM classes;
 
 -- name: job_ack_batch
 -- Finish deliveries: delete each job still running the acked attempt. A job that
--- was re-queued meanwhile (a retry) has another state or attempt and stays.
+-- was re-queued meanwhile (a retry) has another state or attempt and stays. The
+-- arrays travel in binary (the b placeholders), as job_enqueue_many's.
 DELETE FROM receiptq.jobs AS j
-USING unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS a(id, attempt)
+USING unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS a(id, attempt)
 WHERE j.id = a.id AND j.attempt = a.attempt AND j.state = 'running';
 
 -- name: job_dead_letter
