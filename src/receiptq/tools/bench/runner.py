@@ -10,6 +10,7 @@ from typing import Any
 from receiptq import db
 from receiptq.config import database_url
 from receiptq.processes import sigterm_exits
+from receiptq.tools.bench.backlog import run_backlog
 from receiptq.tools.bench.report import print_table
 from receiptq.tools.bench.workload import (
     BENCH_QUEUE,
@@ -37,6 +38,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         database=args.database,
         quiet=args.json,
         rounds=args.rounds,
+        backlog_sizes=args.backlog_sizes,
     )
 
 
@@ -70,7 +72,7 @@ def consumers_string(settings: Settings, workload: str) -> str:
 def run_one(workload: str, settings: Settings, server_url: str) -> dict[str, Any]:
     """Run one workload within its hard timeout and always clean up; its result line."""
     result: dict[str, Any] = {"peer": PEER, "workload": workload}
-    if workload in ("drain", "tiers", "users"):
+    if workload in ("drain", "tiers", "users", "backlog"):
         result["jobs"] = settings.jobs
     else:
         result["seconds"] = settings.seconds
@@ -85,6 +87,8 @@ def run_one(workload: str, settings: Settings, server_url: str) -> dict[str, Any
             run_tiers(w)
         elif workload == "users":
             run_users(w)
+        elif workload == "backlog":
+            run_backlog(w)
         else:
             run_steady(w)
         result["timeout"] = False
