@@ -114,7 +114,7 @@ def add_parser(subparsers: Any) -> None:
         "--timeout",
         type=parse_positive_float,
         default=120.0,
-        help="hard limit per workload in seconds (tiers: per drain); partial figures are "
+        help="hard limit per workload in seconds (tiers: per drain; backlog: per size and mode); partial figures are "
         "printed (default 120)",
     )
     parser.add_argument(
