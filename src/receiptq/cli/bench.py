@@ -114,8 +114,8 @@ def add_parser(subparsers: Any) -> None:
         "--timeout",
         type=parse_positive_float,
         default=120.0,
-        help="hard limit per workload in seconds (tiers: per drain; backlog: per size and mode); partial figures are "
-        "printed (default 120)",
+        help="hard limit per workload in seconds (tiers: per drain; backlog: per size and "
+        "mode); partial figures are printed (default 120)",
     )
     parser.add_argument(
         "--database",
