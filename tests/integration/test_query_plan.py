@@ -172,3 +172,27 @@ def test_every_named_query_is_a_valid_psycopg_query_with_named_placeholders():
         query = PostgresQuery(psycopg.adapt.Transformer())
         query.convert(text.replace("{database}", "x"), params)  # raises on a bad placeholder
         assert query.query, name
+
+
+def test_claim_path_over_a_large_untiered_backlog_reads_the_claim_index_not_the_table(conn):
+    """queue_claim_path runs every poll interval in each consumer: whether the queue has
+    tiered jobs must be one probe of the claim index, not a scan of the untiered rows
+    looking for one (250 ms per poll with a million jobs queued: the backlog bench)."""
+    conn.execute(
+        """
+        INSERT INTO receiptq.jobs (message_id, queue, actor, message)
+        SELECT 'u-' || i, 'ocr', 'actor', '{}'::jsonb FROM generate_series(1, 20000) AS i
+        """
+    )
+    conn.execute("ANALYZE receiptq.jobs")
+    nodes = list(plan_nodes(explain(conn, "queue_claim_path", {"queue": "ocr"})))
+    _, seq_scans = index_and_seq_scans(nodes)
+    assert seq_scans == [], json.dumps(nodes, indent=1)
+    assert db.fetch_one(conn, "queue_claim_path", {"queue": "ocr"}) == {
+        "restricted": False, "tiered": False, "prefetch": None,
+    }  # fmt: skip
+    conn.execute(
+        "INSERT INTO receiptq.jobs (message_id, queue, actor, tier, message)"
+        " VALUES ('t-1', 'ocr', 'actor', 'pro', '{}')"
+    )
+    assert db.fetch_one(conn, "queue_claim_path", {"queue": "ocr"})["tiered"] is True

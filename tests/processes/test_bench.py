@@ -13,6 +13,7 @@ from psycopg import sql
 
 from receiptq.cli import bench as bench_command
 from receiptq.tools import scratch
+from receiptq.tools.bench import backlog
 
 DRAIN_KEYS = {
     "peer", "workload", "jobs", "version", "consumers", "enqueued", "enqueue_s",
@@ -193,3 +194,54 @@ def test_ceiling_drains_every_job_on_the_stub_broker_with_no_database(capsys):
     assert result["version"].startswith("dramatiq ")
     # --markdown after the run: the ceiling is a column of its own.
     assert "|  | Dramatiq StubBroker (ceiling) |" in out
+
+
+BACKLOG_RUN_KEYS = {
+    "fill_s", "ready", "scheduled", "dead_letters", "claim_statement", "claim_ms_p50",
+    "claim_index", "claim_buffers_hit", "due_ms_p50", "due_index", "measured_jobs",
+    "drain_s", "drain_jobs_per_s",
+}  # fmt: skip
+
+
+def test_backlog_fills_explains_and_drains_each_size_and_mode(
+    pg_admin_url, bench_database, capsys, monkeypatch
+):
+    monkeypatch.setattr(backlog, "SCHEDULED_JOBS", 2000)  # the full counts cost seconds each
+    monkeypatch.setattr(backlog, "DEAD_LETTERS", 100)
+    args = parse(
+        ["bench", "--url", pg_admin_url, "--database", bench_database, "--workload", "backlog",
+         "--backlog-sizes", "2000,200", "--jobs", "100", "--processes", "1", "--threads", "2"]
+    )  # fmt: skip
+    assert args.backlog_sizes == (200, 2000)
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    [result] = json_lines(out)
+    assert "error" not in result, result
+    assert (result["workload"], result["jobs"], result["timeout"]) == ("backlog", 100, False)
+    assert result["claim_limit"] == 4  # 2 threads: Dramatiq's prefetch of 2 per thread
+    assert list(result["sizes"]) == ["200", "2000"]
+    for size, modes in result["sizes"].items():
+        assert list(modes) == ["untiered", "tiered"]
+        for mode, run in modes.items():
+            assert BACKLOG_RUN_KEYS <= run.keys(), (size, mode)
+            assert (run["ready"], run["scheduled"], run["dead_letters"]) == (int(size), 2000, 100)
+            assert run["claim_statement"] == (
+                "job_claim_classes" if mode == "tiered" else "job_claim_plain"
+            )
+            assert "jobs_claim_idx" in run["claim_index"]
+            assert "jobs_claim_idx" in run["due_index"]
+            assert len(run["claim_ms"]) == backlog.EXPLAIN_RUNS
+            assert run["measured_jobs"] == 100 and run["drain_s"] > 0
+            assert run["drain_jobs_per_s"] == pytest.approx(100 / run["drain_s"], rel=0.01)
+    for mode in ("untiered", "tiered"):
+        rates = [result["sizes"][s][mode]["drain_jobs_per_s"] for s in ("200", "2000")]
+        assert result[f"rate_ratio_{mode}"] == pytest.approx(rates[1] / rates[0], abs=0.001)
+    assert "receiptq bench: backlog" in out
+
+
+def test_backlog_sizes_are_validated():
+    for bad in ("", "0,10", "ten", "10,-1"):
+        with pytest.raises(SystemExit):
+            parse(["bench", "--backlog-sizes", bad])
+    assert parse(["bench"]).backlog_sizes == (20000, 1000000)
+    assert parse(["bench", "--backlog-sizes", "5,5,3"]).backlog_sizes == (3, 5)

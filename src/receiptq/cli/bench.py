@@ -14,7 +14,12 @@ from receiptq.cli._common import (
 )
 from receiptq.errors import shorten
 from receiptq.tools.bench import runner
-from receiptq.tools.bench.workload import DEFAULT_DATABASE, DEFAULT_WORKLOADS, WORKLOADS
+from receiptq.tools.bench.workload import (
+    DEFAULT_BACKLOG_SIZES,
+    DEFAULT_DATABASE,
+    DEFAULT_WORKLOADS,
+    WORKLOADS,
+)
 from receiptq.tools.scratch import DATABASE_NAME
 
 HELP = "benchmark receiptq: the peers' drain and steady workloads, and tiers"
@@ -25,7 +30,8 @@ DESCRIPTION = (
     "until all ran) and steady (a producer enqueues batches of 10 for T seconds; "
     "throughput and enqueue-to-start latency); with --workload tiers also the fair "
     "share each tier receives under saturation, its wait, and the throughput cost "
-    "of fairness against plain priority ordering. Each workload starts from a fresh "
+    "of fairness against plain priority ordering; with --workload backlog the drain "
+    "rate and the claim's time and plan with a big backlog queued. Each workload starts from a fresh "
     "database on the URL's server. One JSON line per workload, then a table."
 )
 
@@ -41,6 +47,19 @@ def parse_workloads(text: str) -> tuple[str, ...]:
             f"known: {', '.join(WORKLOADS)}"
         )
     return names
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """Comma-separated backlog sizes, each a whole number >= 1; ascending, each once."""
+    try:
+        sizes = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        sizes = []
+    if not sizes or sizes[0] < 1:
+        raise BadArgument(
+            f"invalid backlog sizes {shorten(text)!r}: comma-separated whole numbers >= 1"
+        )
+    return tuple(sizes)
 
 
 def parse_database_name(text: str) -> str:
@@ -60,7 +79,7 @@ def add_parser(subparsers: Any) -> None:
         "--workload",
         type=parse_workloads,
         default=DEFAULT_WORKLOADS,
-        metavar="drain,steady,tiers,users,ceiling",
+        metavar="drain,steady,tiers,users,backlog,ceiling",
         help="comma-separated workloads (default: drain,steady); ceiling: the drain on "
         "Dramatiq's in-memory StubBroker, in one process of --threads threads",
     )
@@ -68,7 +87,8 @@ def add_parser(subparsers: Any) -> None:
         "--jobs",
         type=parse_positive_int,
         default=20_000,
-        help="drain: jobs; tiers, users: jobs per drain (default 20000)",
+        help="drain: jobs; tiers, users: jobs per drain; backlog: jobs timed per drain "
+        "(default 20000)",
     )
     parser.add_argument(
         "--seconds",
@@ -82,13 +102,21 @@ def add_parser(subparsers: Any) -> None:
         default=3,
         help="tiers: pairs of drains, plain then fair, compared by their medians (default 3)",
     )
+    parser.add_argument(
+        "--backlog-sizes",
+        type=parse_sizes,
+        default=DEFAULT_BACKLOG_SIZES,
+        metavar="N,N",
+        help="backlog: comma-separated jobs queued before each drain, compared largest "
+        "against smallest (default 20000,1000000)",
+    )
     worker_options(parser, processes=2, threads=8)
     parser.add_argument(
         "--timeout",
         type=parse_positive_float,
         default=120.0,
-        help="hard limit per workload in seconds (tiers: per drain); partial figures are "
-        "printed (default 120)",
+        help="hard limit per workload in seconds (tiers: per drain; backlog: per size and "
+        "mode); partial figures are printed (default 120)",
     )
     parser.add_argument(
         "--database",

@@ -53,13 +53,18 @@ ORDER BY queue;
 -- How a queue must be claimed: restricted (paused, capped, or with a capped
 -- actor: through claim_jobs), whether it has queued jobs with a tier (claims
 -- shared across the classes), and its prefetch setting (migration 0008).
+-- Tiered: the greatest class queued, the last entry of the queue in the claim
+-- index (one probe; each consumer asks every poll interval). An EXISTS of a tiered
+-- job was planned as a scan of the table that, on an untiered queue, read every
+-- queued job to find none: 250 ms a poll with a million queued.
 SELECT EXISTS (SELECT 1 FROM receiptq.queue_settings AS s
                WHERE s.queue = %(queue)s AND (s.paused OR s.max_running IS NOT NULL))
        OR EXISTS (SELECT 1 FROM receiptq.actor_caps AS c WHERE c.queue = %(queue)s)
            AS restricted,
-       EXISTS (SELECT 1 FROM receiptq.jobs AS j
-               WHERE j.queue = %(queue)s AND j.state = 'queued'
-                 AND coalesce(j.tier, '') > '') AS tiered,
+       coalesce((SELECT coalesce(j.tier, '') FROM receiptq.jobs AS j
+                 WHERE j.queue = %(queue)s AND j.state = 'queued'
+                 ORDER BY coalesce(j.tier, '') DESC
+                 LIMIT 1), '') > '' AS tiered,
        (SELECT s.prefetch FROM receiptq.queue_settings AS s
         WHERE s.queue = %(queue)s) AS prefetch;
 

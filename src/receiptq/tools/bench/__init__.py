@@ -32,6 +32,21 @@ server of the URL, then migrated):
           by one user and each newcomer as a user of its own: user rounds put a
           newcomer's job level with the flood's next one. Reports both drain
           rates and the newcomers' p50/p95 wait from send to start.
+  backlog Flat cost with a big backlog (not run by default; module
+          :mod:`receiptq.tools.bench.backlog`). For each ``--backlog-sizes`` size
+          (default 20000,1000000) and each mode, untiered then tiered (the policy's
+          tiers in equal parts, each job with one of 1000 user ids per tier, so user
+          rounds are in play), on a fresh database: fill the queue with SIZE ready
+          jobs, 100,000 jobs due hours later and 10,000 dead letters, by set-based
+          SQL whose rows copy what a real ``enqueue_many`` wrote for one message of
+          each class (then ANALYZE); run the claim the workers would run there
+          (``job_claim_plain`` or ``job_claim_classes``, a claim of threads x 2
+          jobs) and ``job_seconds_until_due`` 5 times each under ``EXPLAIN (ANALYZE,
+          BUFFERS)`` in a rolled-back transaction: median ms, the indexes the plan
+          reads, its buffers; then time the real workers from the first boot to the
+          start of the ``--jobs``-th job (the rest of the backlog stays). Reports
+          each run's fill time, those figures and drain rate, and per mode the rate
+          at the largest size over the rate at the smallest (target >= 0.8).
 
 A job counts as done when its function has run, as for the peers. The worker
 processes record that in memory and write it every 50 ms into the bench-only

@@ -37,6 +37,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
                     note + f" newcomer wait p95 {r['with_rounds_newcomer_wait_p95_ms']:.0f} ms"
                     f" (FIFO: {r.get('without_rounds_newcomer_wait_p95_ms') or 0:.0f} ms)"
                 ).strip()
+        elif r["workload"] == "backlog":
+            jobs, rate, note = r.get("jobs"), None, (note + " " + backlog_note(r)).strip()
         else:
             jobs, rate = r.get("completed"), r.get("completed_jobs_per_s")
             if r.get("backlog_at_end"):
@@ -67,6 +69,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
             console.print(tiers_table(r))
         if r["workload"] == "users" and "with_rounds_newcomer_wait_p95_ms" in r:
             console.print(users_table(r))
+        if r["workload"] == "backlog" and r.get("sizes"):
+            console.print(backlog_table(r))
 
 
 def tiers_table(r: dict[str, Any]) -> Table:
@@ -109,4 +113,46 @@ def users_table(r: dict[str, Any]) -> Table:
             f"{r.get(f'{name}_newcomer_wait_p50_ms') or 0:.0f}",
             f"{r.get(f'{name}_newcomer_wait_p95_ms') or 0:.0f}",
         )
+    return table
+
+
+def backlog_note(r: dict[str, Any]) -> str:
+    """The backlog workload's verdict for the main table: each mode's rate ratio."""
+    ratios = [
+        f"{mode} {r[f'rate_ratio_{mode}']:.2f}"
+        for mode in ("untiered", "tiered")
+        if r.get(f"rate_ratio_{mode}") is not None
+    ]
+    return f"rate ratio {', '.join(ratios)}" if ratios else ""
+
+
+def backlog_table(r: dict[str, Any]) -> Table:
+    """The backlog workload: per size and mode, the fill, the claim statement's time
+    and indexes, and the drain rate; the caption holds the ratios against the target."""
+    sizes = r.get("backlog_sizes") or [int(s) for s in r["sizes"]]
+    ratios = ", ".join(
+        f"{mode} {'-' if r.get(f'rate_ratio_{mode}') is None else r[f'rate_ratio_{mode}']}"
+        for mode in ("untiered", "tiered")
+    )
+    table = Table(
+        title="receiptq bench: backlog",
+        caption=f"{r.get('jobs')} jobs timed per drain, with {r.get('scheduled')} scheduled "
+        f"and {r.get('dead_letters')} dead letters besides; claim = EXPLAIN ANALYZE of the "
+        f"claim of {r.get('claim_limit')} jobs, median ms. Rate at {sizes[-1]} over rate at "
+        f"{sizes[0]}: {ratios} (target >= {r.get('target_ratio')}).",
+    )
+    for header in ("size", "mode", "fill s", "claim ms", "claim index", "due ms", "drain jobs/s"):
+        table.add_column(header, justify="left" if header in ("mode", "claim index") else "right")
+    for size, modes in r["sizes"].items():
+        for mode, f in modes.items():
+            index = [name for name in f.get("claim_index", []) if name.startswith("jobs_")]
+            table.add_row(
+                size,
+                mode,
+                "-" if f.get("fill_s") is None else f"{f['fill_s']:.1f}",
+                "-" if f.get("claim_ms_p50") is None else f"{f['claim_ms_p50']:.2f}",
+                ", ".join(index) or "-",
+                "-" if f.get("due_ms_p50") is None else f"{f['due_ms_p50']:.2f}",
+                "-" if f.get("drain_jobs_per_s") is None else f"{f['drain_jobs_per_s']:.0f}",
+            )
     return table

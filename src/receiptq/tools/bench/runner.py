@@ -10,6 +10,7 @@ from typing import Any
 from receiptq import db
 from receiptq.config import database_url
 from receiptq.processes import sigterm_exits
+from receiptq.tools.bench.backlog import run_backlog
 from receiptq.tools.bench.ceiling import run_ceiling
 from receiptq.tools.bench.compare import comparison_from, present
 from receiptq.tools.bench.report import print_table
@@ -42,6 +43,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         database=args.database,
         quiet=args.json,
         rounds=args.rounds,
+        backlog_sizes=args.backlog_sizes,
     )
 
 
@@ -81,7 +83,7 @@ def consumers_string(settings: Settings, workload: str) -> str:
 def run_one(workload: str, settings: Settings, server_url: str) -> dict[str, Any]:
     """Run one workload within its hard timeout and always clean up; its result line."""
     result: dict[str, Any] = {"peer": PEER, "workload": workload}
-    if workload in ("drain", "tiers", "users", "ceiling"):
+    if workload in ("drain", "tiers", "users", "backlog", "ceiling"):
         result["jobs"] = settings.jobs
     else:
         result["seconds"] = settings.seconds
@@ -96,6 +98,8 @@ def run_one(workload: str, settings: Settings, server_url: str) -> dict[str, Any
             run_tiers(w)
         elif workload == "users":
             run_users(w)
+        elif workload == "backlog":
+            run_backlog(w)
         elif workload == "ceiling":
             run_ceiling(w)
         else:

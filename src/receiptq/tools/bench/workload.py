@@ -26,11 +26,13 @@ from receiptq.tools.progress import progress_bar as bar
 from receiptq.tools.scratch import recreate_database
 
 PEER = "receiptq"
-WORKLOADS = ("drain", "steady", "tiers", "users", "ceiling")
+WORKLOADS = ("drain", "steady", "tiers", "users", "backlog", "ceiling")
 #: The users workload: newcomers that each send one job while the flood drains.
 USERS_NEWCOMERS = 20
 USERS_NEWCOMER_GAP_S = 0.05
 DEFAULT_WORKLOADS = ("drain", "steady")
+#: The backlog workload: jobs queued before each measurement (--backlog-sizes).
+DEFAULT_BACKLOG_SIZES = (20_000, 1_000_000)
 
 #: The benchmark's worker module, queue and actor (see receiptq/tools/bench/worker.py;
 #: importing that module here would set up a broker from the environment).
@@ -63,6 +65,7 @@ class Settings:
     database: str
     quiet: bool
     rounds: int = 3
+    backlog_sizes: tuple[int, ...] = DEFAULT_BACKLOG_SIZES
 
 
 def log(settings: Settings, message: str) -> None:
