@@ -168,7 +168,7 @@ def test_every_named_query_is_a_valid_psycopg_query_with_named_placeholders():
     from psycopg._queries import PostgresQuery
 
     for name, text in db.QUERIES.items():
-        params = {p: None for p in re.findall(r"%\((\w+)\)s", text)}
+        params = {p: None for p in re.findall(r"%\((\w+)\)[sbt]", text)}
         query = PostgresQuery(psycopg.adapt.Transformer())
         query.convert(text.replace("{database}", "x"), params)  # raises on a bad placeholder
         assert query.query, name
