@@ -144,12 +144,21 @@ def test_the_optional_panels_appear_only_with_their_lines():
     assert len(plot.panels(RESULTS)) == 3
     tiers = {"peer": "receiptq", "workload": "tiers", "plain_drain_jobs_per_s": 5000.0}
     assert len(plot.panels([*RESULTS, tiers])) == 4
-    backlog = {"peer": "receiptq", "workload": "backlog", plot.BACKLOG_RATES_KEY: {}}
+    backlog = {"peer": "receiptq", "workload": "backlog", "sizes": {}}
     assert len(plot.panels([*RESULTS, backlog])) == 3  # no rates: no panel
+    backlog["sizes"] = {"20000": {"untiered": {"drain_jobs_per_s": 5000.0}}}
+    assert len(plot.panels([*RESULTS, backlog])) == 4
 
 
 def test_backlog_rates_read_sizes_as_numbers_per_mode():
-    line = {plot.BACKLOG_RATES_KEY: {"untiered": {"20000": 5000, "1000000": 4500.5}, "x": 3}}
+    # The backlog workload's line: {size: {mode: figures}}; a timed-out run lacks a rate.
+    line = {
+        "sizes": {
+            "20000": {"untiered": {"drain_jobs_per_s": 5000}, "tiered": {"fill_s": 3.0}},
+            "1000000": {"untiered": {"drain_jobs_per_s": 4500.5}},
+        },
+        "x": 3,
+    }
     assert plot.backlog_rates(line) == {"untiered": {20000: 5000.0, 1_000_000: 4500.5}}
     assert plot.backlog_rates({}) == {}
 

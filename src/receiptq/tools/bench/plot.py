@@ -35,10 +35,6 @@ if TYPE_CHECKING:
 RECEIPTQ_COLOUR, PEER_COLOUR, CEILING_COLOUR = "#1f6fb4", "#a9a9a9", "#c0392b"
 #: Light (p50) and dark (p99) shades of receiptq's and the peers' colours.
 LATENCY_COLOURS = {True: ("#8fbce6", "#1f6fb4"), False: ("#d4d4d4", "#7a7a7a")}
-#: The backlog line's drain rates per mode and size: {mode: {size: jobs/s}}. Its keys
-#: are not fixed yet (another branch adds the workload): :func:`backlog_rates` reads
-#: this key, the lead maps the line's real keys there.
-BACKLOG_RATES_KEY = "drain_jobs_per_s_by_size"
 
 Panel = Callable[["Axes"], str]
 
@@ -202,15 +198,20 @@ def tiers_panel(line: Mapping[str, Any]) -> Panel:
 
 
 def backlog_rates(line: Mapping[str, Any]) -> dict[str, dict[int, float]]:
-    """{mode: {backlog size: drain jobs/s}} from a backlog line ({} if it has none)."""
-    raw = line.get(BACKLOG_RATES_KEY)
-    if not isinstance(raw, Mapping):
+    """{mode: {backlog size: drain jobs/s}} from a backlog line ({} if it has none):
+    its ``sizes`` are {size: {mode: {"drain_jobs_per_s": ...}}}."""
+    sizes = line.get("sizes")
+    if not isinstance(sizes, Mapping):
         return {}
-    return {
-        str(mode): {int(size): float(rate) for size, rate in sizes.items() if rate}
-        for mode, sizes in raw.items()
-        if isinstance(sizes, Mapping)
-    }
+    rates: dict[str, dict[int, float]] = {}
+    for size, modes in sizes.items():
+        if not isinstance(modes, Mapping):
+            continue
+        for mode, run in modes.items():
+            rate = run.get("drain_jobs_per_s") if isinstance(run, Mapping) else None
+            if rate:
+                rates.setdefault(str(mode), {})[int(size)] = float(rate)
+    return rates
 
 
 def _count(size: int) -> str:
