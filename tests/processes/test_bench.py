@@ -68,6 +68,7 @@ def test_drain_runs_every_job_and_reports_the_peers_keys(pg_admin_url, bench_dat
     assert result["drain_jobs_per_s"] == pytest.approx(300 / result["drain_s"], rel=0.01)
     assert result["last_ack_s"] >= result["drain_s"]
     assert result["enqueue_jobs_per_s"] > 0
+    assert result["enqueue_users_jobs_per_s"] > 0
     assert "--processes 1 --threads 4" in result["consumers"]
     assert "receiptq bench" in out  # the table follows the JSON lines
 

@@ -85,6 +85,7 @@ class PeerFigures:
     peer: str
     drain_jobs_per_s: float | None = None
     enqueue_jobs_per_s: float | None = None
+    enqueue_users_jobs_per_s: float | None = None
     steady_jobs_per_s: float | None = None
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
@@ -130,6 +131,7 @@ def peer_figures(results: list[dict[str, Any]]) -> list[PeerFigures]:
                 peer=peer,
                 drain_jobs_per_s=drain.get("drain_jobs_per_s"),
                 enqueue_jobs_per_s=drain.get("enqueue_jobs_per_s"),
+                enqueue_users_jobs_per_s=drain.get("enqueue_users_jobs_per_s"),
                 steady_jobs_per_s=steady.get("completed_jobs_per_s"),
                 latency_p50_ms=steady.get("latency_p50_ms"),
                 latency_p99_ms=steady.get("latency_p99_ms"),
@@ -181,6 +183,7 @@ def _with_ratio(value: float | None, own: float | None) -> str:
 ROWS: list[tuple[str, Callable[[PeerFigures], float | None], bool]] = [
     ("drain jobs/s", lambda f: f.drain_jobs_per_s, True),
     ("enqueue jobs/s (drain)", lambda f: f.enqueue_jobs_per_s, True),
+    ("enqueue jobs/s, a user_id on each", lambda f: f.enqueue_users_jobs_per_s, False),
     ("steady jobs/s", lambda f: f.steady_jobs_per_s, False),
     ("steady p50 ms", lambda f: f.latency_p50_ms, True),
     ("steady p99 ms", lambda f: f.latency_p99_ms, True),
@@ -210,6 +213,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     header = ["", *(c.peer for c in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for label, pick, has_ratio in ROWS:
+        if all(pick(c) is None for c in columns):
+            continue  # not measured in these lines (e.g. lines of an older receiptq)
         cells = [
             _with_ratio(pick(c), pick(own)) if has_ratio and c is not own else _number(pick(c))
             for c in columns

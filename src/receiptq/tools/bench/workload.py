@@ -40,6 +40,11 @@ WORKER_MODULE = "receiptq.tools.bench.worker"
 BENCH_QUEUE = "bench"
 BENCH_ACTOR = "bench_noop"
 
+#: drain: after the drain, the same number of jobs is sent again with a user_id on each
+#: (this many users in turn), to a queue no worker consumes.
+ENQUEUE_USERS = 1000
+USERS_QUEUE = "bench_users"
+
 DEFAULT_DATABASE = "receiptq_bench"
 DRAIN_ENQUEUE_CHUNK = 1000  # drain: jobs per enqueue_many call
 STEADY_BATCH = 10  # steady: jobs per enqueue_many call of the producer
@@ -84,6 +89,22 @@ def bench_messages(count: int) -> list[Message[Any]]:
     return [
         Message(queue_name=BENCH_QUEUE, actor_name=BENCH_ACTOR, args=(now,), kwargs={}, options={})
         for _ in range(count)
+    ]
+
+
+def user_messages(count: int, queue: str) -> list[Message[Any]]:
+    """``count`` messages for the no-op actor on ``queue``, each with a ``user_id`` (of
+    :data:`ENQUEUE_USERS` users, in turn): a bulk send whose jobs get user rounds."""
+    now = time.time()
+    return [
+        Message(
+            queue_name=queue,
+            actor_name=BENCH_ACTOR,
+            args=(now,),
+            kwargs={},
+            options={"user_id": f"user-{n % ENQUEUE_USERS}"},
+        )
+        for n in range(count)
     ]
 
 

@@ -24,12 +24,14 @@ from receiptq.tools.bench.workload import (
     STOP_TIMEOUT_S,
     USERS_NEWCOMER_GAP_S,
     USERS_NEWCOMERS,
+    USERS_QUEUE,
     WARMUP_JOBS,
     Workload,
     bench_messages,
     labelled_messages,
     log,
     progress_bar,
+    user_messages,
 )
 
 
@@ -77,6 +79,16 @@ def run_drain(w: Workload) -> None:
         w.check()
         time.sleep(ACK_POLL_S)
     result["last_ack_s"] = round(time.time() - started_at, 3)
+
+    # The bulk send again, with a user_id on every job (user rounds), to a queue no
+    # worker consumes: the workers are idle by now.
+    broker = w.broker()
+    broker.declare_queue(USERS_QUEUE)
+    start = time.perf_counter()
+    for sent in range(0, jobs, DRAIN_ENQUEUE_CHUNK):
+        broker.enqueue_many(user_messages(min(DRAIN_ENQUEUE_CHUNK, jobs - sent), USERS_QUEUE))
+        w.check()
+    result["enqueue_users_jobs_per_s"] = round(jobs / (time.perf_counter() - start), 1)
 
 
 def tier_mix(policy: TierPolicy, jobs: int) -> tuple[list[tuple[str, dict[str, Any]]], ...]:
