@@ -103,12 +103,12 @@ def test_the_markdown_table_sets_the_peers_side_by_side_with_ratios():
     assert "- Dramatiq StubBroker (ceiling) (?): StubBroker" in table
 
 
-
 def test_the_bulk_send_with_users_is_a_row_only_when_measured():
     assert "user_id" not in markdown_table(RESULTS)  # older lines: no such figure
     drain = {**RECEIPTQ_DRAIN, "enqueue_users_jobs_per_s": 30000.0}
     rows = markdown_table([drain if r is RECEIPTQ_DRAIN else r for r in RESULTS]).splitlines()
     assert rows[4] == "| enqueue jobs/s, a user_id on each | 30,000 | – | – | – |"
+
 
 def test_postgres_version_comes_from_the_line_that_names_it():
     assert postgres_version(RESULTS) == "PostgreSQL 16.4"

@@ -6,7 +6,10 @@ server of the URL, then migrated):
   drain   Enqueue N no-op jobs with ``broker.enqueue_many``, 1000 per call, then
           start the real ``dramatiq`` CLI (``receiptq.tools.bench.worker``) and time
           from the first worker process's ``before_worker_boot`` until the last
-          job has run. Also reports when the last ack landed (jobs table empty).
+          job has run. Also reports when the last ack landed (jobs table empty),
+          then times the same bulk send with a ``user_id`` on every job (1000
+          users: the jobs get user rounds) to a queue no worker consumes
+          (``enqueue_users_jobs_per_s``).
   steady  Workers run; after 20 warm-up jobs, a producer in a process of its own
           enqueues batches of 10 (``enqueue_many``) as fast as it can for T
           seconds. Reports jobs done in the window per second, the producer's
