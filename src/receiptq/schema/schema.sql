@@ -34,12 +34,15 @@ BEGIN
         NEW.user_round := 0;
     ELSIF TG_OP = 'INSERT' THEN
         NEW.user_round := greatest(
-            (SELECT max(j.user_round) FROM receiptq.jobs AS j
+            (SELECT j.user_round FROM receiptq.jobs AS j
              WHERE j.queue = NEW.queue AND coalesce(j.tier, '') = coalesce(NEW.tier, '')
-               AND j.user_id = NEW.user_id AND j.state = 'queued' AND j.user_round > 0),
-            (SELECT min(j.user_round) - 1 FROM receiptq.jobs AS j
+               AND j.user_id = NEW.user_id AND j.state = 'queued' AND j.user_round > 0
+             ORDER BY j.user_round DESC LIMIT 1),
+            (SELECT j.user_round - 1 FROM receiptq.jobs AS j
              WHERE j.queue = NEW.queue AND coalesce(j.tier, '') = coalesce(NEW.tier, '')
-               AND j.state = 'queued' AND j.user_round > 0),
+               AND j.state = 'queued' AND j.user_round > 0
+               AND j.user_round < 9223372036854775807
+             ORDER BY j.user_round LIMIT 1),
             0) + 1;
     END IF;
     RETURN NEW;
@@ -686,7 +689,7 @@ CREATE INDEX jobs_claim_idx ON receiptq.jobs USING btree (queue, COALESCE(tier, 
 -- Name: jobs_class_round_idx; Type: INDEX; Schema: receiptq; Owner: -
 --
 
-CREATE INDEX jobs_class_round_idx ON receiptq.jobs USING btree (queue, COALESCE(tier, ''::text), user_round) WHERE ((state = 'queued'::text) AND (user_round > 0));
+CREATE INDEX jobs_class_round_idx ON receiptq.jobs USING btree (queue, COALESCE(tier, ''::text), user_round) WHERE ((state = 'queued'::text) AND (user_round > 0) AND (user_round < '9223372036854775807'::bigint));
 
 --
 -- Name: jobs_lease_idx; Type: INDEX; Schema: receiptq; Owner: -

@@ -65,12 +65,15 @@ WITH m AS MATERIALIZED (
 ),
 users AS (
     SELECT u.queue, u.cls, u.user_id,
-           greatest((SELECT max(j.user_round) FROM receiptq.jobs AS j
+           greatest((SELECT j.user_round FROM receiptq.jobs AS j
                      WHERE j.queue = u.queue AND coalesce(j.tier, '') = u.cls
-                       AND j.user_id = u.user_id AND j.state = 'queued' AND j.user_round > 0),
-                    (SELECT min(j.user_round) - 1 FROM receiptq.jobs AS j
+                       AND j.user_id = u.user_id AND j.state = 'queued' AND j.user_round > 0
+                     ORDER BY j.user_round DESC LIMIT 1),
+                    (SELECT j.user_round - 1 FROM receiptq.jobs AS j
                      WHERE j.queue = u.queue AND coalesce(j.tier, '') = u.cls
-                       AND j.state = 'queued' AND j.user_round > 0),
+                       AND j.state = 'queued' AND j.user_round > 0
+                       AND j.user_round < 9223372036854775807  -- its index (0012)
+                     ORDER BY j.user_round LIMIT 1),
                     0) AS base
     FROM (SELECT DISTINCT queue, cls, user_id FROM m WHERE rounds) AS u
 ),
