@@ -32,9 +32,9 @@ OUTAGE_PAUSE_FIRST_S = 0.1
 OUTAGE_PAUSE_MAX_S = 2.0
 #: Claim-ahead (see PostgresConsumer): beyond Dramatiq's prefetch, a process may hold
 #: what it runs in this many claim round trips...
-CLAIM_AHEAD_TRIPS = 2
+CLAIM_AHEAD_TRIPS = 4
 #: ...but never more than this many times the prefetch.
-CLAIM_AHEAD_MAX_FACTOR = 3
+CLAIM_AHEAD_MAX_FACTOR = 6
 #: The run rate behind the claim-ahead is measured over windows this long (s).
 CLAIM_RATE_WINDOW_S = 0.25
 
@@ -79,8 +79,9 @@ class PostgresConsumer(Consumer):
     without a prefetch of its own may hold beyond it what the process ran in
     :data:`CLAIM_AHEAD_TRIPS` claim round trips lately (at most
     :data:`CLAIM_AHEAD_MAX_FACTOR` times the prefetch): the next batch is claimed
-    while the last is still running. Jobs that take longer than a claim leave no
-    room for it, so a process does not hoard slow jobs.
+    while the last is still running. The extra is a few claims' worth of work
+    whatever the jobs' length (about 10 ms of it), so jobs that take longer than a
+    claim leave no room for it and a process does not hoard slow jobs.
 
     While the database is gone or not migrated the consumer does not raise (Dramatiq
     would log a CRITICAL traceback and reopen it every few seconds): the runtime's
