@@ -135,3 +135,41 @@ def test_a_batch_with_a_delay_or_a_user_stores_every_job(broker: PostgresBroker,
     assert all(r["run_at"] > r["enqueued_at"] for r in rows[:3])
     assert rows[3]["run_at"] == rows[3]["enqueued_at"]
     assert rows[4]["user_id"] == "u1" and rows[4]["user_round"] == 1
+
+
+def test_a_bulk_send_with_users_gets_the_rounds_either_statement_gives(
+    broker: PostgresBroker, conn
+):
+    """The COPY of a batch with users takes its rounds from job_user_round_bases, a
+    batch with a unique key goes through job_enqueue_many: the same rounds, as the
+    row trigger of a single send gives them one after the other."""
+
+    @dramatiq.actor(queue_name="ocr")
+    def ocr_receipt(value):
+        pass
+
+    def batch(key: str | None) -> list[Any]:
+        users = ["ann", "bob", "ann", None, "cy", "ann", "bob"]
+        messages = [
+            ocr_receipt.message_with_options(args=(n,), **({"user_id": u} if u else {}))
+            for n, u in enumerate(users)
+        ]
+        if key is not None:
+            messages.append(ocr_receipt.message_with_options(args=(99,), unique_key=key))
+        return messages
+
+    def rounds_after(key: str | None) -> list[tuple[str | None, int]]:
+        conn.execute("DELETE FROM receiptq.jobs")
+        for n in range(3):  # ann has rounds 1-3 already, bob 1
+            ocr_receipt.send_with_options(args=(n,), user_id="ann")
+        ocr_receipt.send_with_options(args=(0,), user_id="bob")
+        assert broker.enqueue_many(batch(key)) == 7 + (key is not None)
+        rows = conn.execute(
+            "SELECT user_id, user_round FROM receiptq.jobs WHERE unique_key IS NULL ORDER BY id"
+        ).fetchall()
+        return [(r["user_id"], r["user_round"]) for r in rows[4:]]
+
+    copied, inserted = rounds_after(None), rounds_after("k")
+    assert copied == inserted == [
+        ("ann", 4), ("bob", 2), ("ann", 5), (None, 0), ("cy", 1), ("ann", 6), ("bob", 3),
+    ]  # fmt: skip

@@ -62,8 +62,8 @@ class JobRow(NamedTuple):
     unique_key: str | None
     message: str
 
-    def copy_fields(self) -> tuple[Any, ...]:
-        """The columns ``job_copy_new`` takes, in its order."""
+    def copy_fields(self, user_round: int = 0) -> tuple[Any, ...]:
+        """The columns ``job_copy_new`` takes, in its order, with the job's round."""
         return (
             self.message_id,
             self.queue,
@@ -71,6 +71,8 @@ class JobRow(NamedTuple):
             self.priority,
             self.max_attempts,
             self.tier,
+            self.user_id,
+            user_round,
             self.message,
         )
 
@@ -189,6 +191,16 @@ def canonical_queue(name: str) -> str:
 @lru_cache(maxsize=1024)
 def _canonical_queue(name: str) -> str:
     return q_name(validate_queue_name(name))
+
+
+def user_key(message: Message[Any]) -> tuple[str, str, str] | None:
+    """(queue, tier class, user) of a message's job, as :func:`job_row` stores them,
+    or None when it has no user: what a bulk send needs before its rows (their
+    user rounds). Raises what :func:`job_row` would for a bad queue, tier or user."""
+    user = _text_option(message, "user_id")
+    if user is None:
+        return None
+    return canonical_queue(message.queue_name), _text_option(message, "tier") or "", user
 
 
 def job_row(

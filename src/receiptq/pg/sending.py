@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -19,7 +19,7 @@ from dramatiq.middleware import Middleware, MiddlewareError, Retries
 from psycopg.pq import TransactionStatus
 
 from receiptq import db
-from receiptq.pg.messages import JobRow, job_columns, job_row
+from receiptq.pg.messages import JobRow, job_columns, job_row, user_key
 from receiptq.pg.runtime import Runtime
 from receiptq.tiers import TierPolicy
 
@@ -34,20 +34,25 @@ SentCounts = dict[tuple[str, str], int]
 
 
 #: Message options that keep a job out of ``job_copy_new`` (see :func:`copyable`).
-_NOT_COPIED = ("eta", "user_id", "unique_key")
+_NOT_COPIED = ("eta", "unique_key")
 
 
 def copyable(message: Message[Any], delay: int | None) -> bool:
-    """A message ``job_copy_new`` can store: due now (no delay, no eta), no user
-    (whose round a row trigger assigns) and no unique key (expected to collide)."""
+    """A message ``job_copy_new`` can store: due now (no delay, no eta) and no
+    unique key (expected to collide)."""
     options = message.options
     return not delay and not any(name in options for name in _NOT_COPIED)
 
 
-def copy_rows(conn: psycopg.Connection[Any], rows: Iterator[JobRow]) -> SentCounts | None:
+def copy_rows(
+    conn: psycopg.Connection[Any],
+    rows: Iterable[JobRow],
+    user_round: Callable[[JobRow], int] | None = None,
+) -> SentCounts | None:
     """Store new jobs with COPY as ``rows`` yields them (so the server stores the
     first while the rest are being encoded); how many per (queue, actor), or None
-    when a message id was already in the table and nothing was stored.
+    when a message id was already in the table and nothing was stored. Jobs with a
+    user take their round from ``user_round`` (:func:`user_rounds`).
 
     An error while ``rows`` is read (a message that cannot be stored) aborts the
     COPY: nothing is stored. Inside the caller's transaction the COPY runs in a
@@ -58,7 +63,7 @@ def copy_rows(conn: psycopg.Connection[Any], rows: Iterator[JobRow]) -> SentCoun
     def fields() -> Iterator[tuple[Any, ...]]:
         for row in rows:
             counts[row.queue, row.actor] += 1
-            yield row.copy_fields()
+            yield row.copy_fields(user_round(row) if user_round is not None else 0)
 
     in_transaction = conn.info.transaction_status != TransactionStatus.IDLE
     try:
@@ -67,6 +72,34 @@ def copy_rows(conn: psycopg.Connection[Any], rows: Iterator[JobRow]) -> SentCoun
     except psycopg.errors.UniqueViolation:
         return None
     return dict(counts)
+
+
+def user_rounds(
+    conn: psycopg.Connection[Any], users: Iterable[tuple[str, str, str] | None]
+) -> Callable[[JobRow], int]:
+    """The user round of each job of a batch due now, to be asked once per job in
+    send order: a user's k-th job in the batch gets the round its base (read in one
+    statement for the batch's ``users``, :func:`receiptq.pg.messages.user_key`) + k,
+    as ``job_enqueue_many`` and the row trigger assign them; no user, round 0."""
+    keys = list(dict.fromkeys(key for key in users if key is not None))
+    params = {
+        "queues": [queue for queue, _, _ in keys],
+        "classes": [cls for _, cls, _ in keys],
+        "user_ids": [user for _, _, user in keys],
+    }
+    last = {
+        (b["queue"], b["cls"], b["user_id"]): b["base"]
+        for b in db.fetch_all(conn, "job_user_round_bases", params)
+    }
+
+    def user_round(row: JobRow) -> int:
+        if row.user_id is None:
+            return 0
+        key = (row.queue, row.tier or "", row.user_id)
+        last[key] += 1
+        return last[key]
+
+    return user_round
 
 
 def insert_rows(conn: psycopg.Connection[Any], rows: list[JobRow]) -> SentCounts:
@@ -169,12 +202,17 @@ class Sending:
         """Store new messages in one statement on ``conn``; how many were stored per
         (queue, actor). Every message is validated before anything commits.
 
-        A plain bulk send (every message :func:`copyable`) streams into a COPY;
-        should one of its message ids already be stored, the COPY stores nothing
-        and the batch goes through ``job_enqueue_many``, as every other batch does,
-        which drops the duplicates."""
+        A bulk send of jobs due now without unique keys (every message
+        :func:`copyable`) streams into a COPY as the messages are encoded, once the
+        rounds of its users, if it has some, are known (one statement for the
+        batch). Should one of its message ids already be stored,
+        the COPY stores nothing and the batch goes through ``job_enqueue_many``, as
+        every other batch does, which drops the duplicates."""
         if all(copyable(message, delay) for message in messages):
-            counts = copy_rows(conn, self._rows(messages, delay))
+            rounds = None
+            if any("user_id" in message.options for message in messages):
+                rounds = user_rounds(conn, (user_key(message) for message in messages))
+            counts = copy_rows(conn, self._rows(messages, delay), rounds)
             if counts is not None:
                 return counts
         return insert_rows(conn, list(self._rows(messages, delay)))

@@ -96,14 +96,42 @@ SELECT queue, actor, count(*)::integer AS jobs FROM stored GROUP BY queue, actor
 
 -- name: job_copy_new
 -- Store new jobs due now with COPY: the server stores a bulk send in half the time
--- of job_enqueue_many's INSERT from arrays (pg/sending.store_rows). Only for jobs
--- with no delay, no eta, no user and no unique key: run_at and enqueued_at take
--- their defaults (the server's now(), as job_enqueue_many's), and no row trigger
--- runs. A message id already in the table fails the whole COPY; the sender then
--- stores the batch with job_enqueue_many, which drops the duplicates. The
--- statement trigger notifies once per queue, as for an INSERT.
-COPY receiptq.jobs (message_id, queue, actor, priority, max_attempts, tier, message)
+-- of job_enqueue_many's INSERT from arrays (pg/sending.py). Only for jobs with no
+-- delay, no eta and no unique key: run_at and enqueued_at take their defaults (the
+-- server's now(), as job_enqueue_many's). A job with a user comes with its round
+-- (job_user_round_bases), so the row trigger skips it (0012). A message id already
+-- in the table fails the whole COPY; the sender then stores the batch with
+-- job_enqueue_many, which drops the duplicates. The statement trigger notifies
+-- once per queue, as for an INSERT.
+COPY receiptq.jobs (message_id, queue, actor, priority, max_attempts, tier, user_id,
+                    user_round, message)
 FROM STDIN;
+
+-- name: job_user_round_bases
+-- For a bulk send that COPYs jobs with users: per (queue, class, user), the round
+-- its k-th job due now follows, base + k, as job_enqueue_many and the row trigger
+-- assign them: greatest(the user's last round, the class's first round - 1, 0).
+-- Each probe reads one index entry (0012); a class's first round is read once.
+WITH u AS MATERIALIZED (
+    SELECT * FROM unnest(%(queues)b::text[], %(classes)b::text[], %(user_ids)b::text[])
+                  AS u(queue, cls, user_id)
+),
+classes AS (
+    SELECT c.queue, c.cls,
+           (SELECT j.user_round - 1 FROM receiptq.jobs AS j
+            WHERE j.queue = c.queue AND coalesce(j.tier, '') = c.cls
+              AND j.state = 'queued' AND j.user_round > 0
+              AND j.user_round < 9223372036854775807
+            ORDER BY j.user_round LIMIT 1) AS first
+    FROM (SELECT DISTINCT queue, cls FROM u) AS c
+)
+SELECT u.queue, u.cls, u.user_id,
+       greatest((SELECT j.user_round FROM receiptq.jobs AS j
+                 WHERE j.queue = u.queue AND coalesce(j.tier, '') = u.cls
+                   AND j.user_id = u.user_id AND j.state = 'queued' AND j.user_round > 0
+                 ORDER BY j.user_round DESC LIMIT 1),
+                c.first, 0) AS base
+FROM u JOIN classes AS c ON c.queue = u.queue AND c.cls = u.cls;
 
 -- name: job_claim_batch
 -- Claim up to `limit` ready jobs of a queue for one worker: fair share across the
