@@ -22,7 +22,7 @@ from receiptq.tools.bench.workload import (
 )
 from receiptq.tools.scratch import DATABASE_NAME
 
-HELP = "benchmark receiptq: the peers' drain and steady workloads, and tiers"
+HELP = "benchmark receiptq: the peers' drain and steady workloads, tiers, backlog, ceiling"
 JSON_HELP = "JSON lines only, no table"
 DESCRIPTION = (
     "Run the peer benchmark's two workloads on receiptq, with real "
@@ -31,8 +31,10 @@ DESCRIPTION = (
     "throughput and enqueue-to-start latency); with --workload tiers also the fair "
     "share each tier receives under saturation, its wait, and the throughput cost "
     "of fairness against plain priority ordering; with --workload backlog the drain "
-    "rate and the claim's time and plan with a big backlog queued. Each workload starts from a fresh "
-    "database on the URL's server. One JSON line per workload, then a table."
+    "rate and the claim's time and plan with a big backlog queued; with --workload "
+    "ceiling the drain on Dramatiq's in-memory StubBroker. Each workload starts from a "
+    "fresh database on the URL's server. One JSON line per workload, then a table; "
+    "--compare, --markdown and --plot set the peers' lines beside them."
 )
 
 
