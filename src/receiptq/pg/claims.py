@@ -78,14 +78,15 @@ class Claimer:
         """False while the worker shuts down or is throttled."""
         return not self.holdings.stopping and self.runtime.throttled_reason() is None
 
-    def prefetch(self, queue_name: str, prefetch: int, setting: int | None) -> int:
-        """How many jobs of a queue the process may hold: Dramatiq's ``prefetch``, or
-        the queue's own (its ``setting``, else its actors' ``prefetch`` option), which
-        never exceeds the worker's threads: a slow job then never waits in one
+    def prefetch(self, queue_name: str, prefetch: int, setting: int | None, ahead: int = 0) -> int:
+        """How many jobs of a queue the process may hold: Dramatiq's ``prefetch`` and
+        the consumer's claim-ahead (``ahead``), or the queue's own prefetch (its
+        ``setting``, else its actors' ``prefetch`` option), which never exceeds the
+        worker's threads and never claims ahead: a slow job then never waits in one
         process's memory while another process has a free thread."""
         own = setting if setting is not None else queue_prefetch(self._actors, queue_name)
         if own is None:
-            return prefetch
+            return prefetch + ahead
         return max(1, min(prefetch, own, self.holdings.worker_threads or own))
 
     def claim(

@@ -149,8 +149,9 @@ class PostgresConsumer(Consumer):
     def _prefetch(self) -> int:
         """How many jobs of the queue the process may hold now: the queue's own
         prefetch, else Dramatiq's and the claim-ahead."""
-        own = self.claims.prefetch(self.queue_name, self.prefetch, self._prefetch_setting)
-        return own if own < self.prefetch else own + self._ahead
+        return self.claims.prefetch(
+            self.queue_name, self.prefetch, self._prefetch_setting, self._ahead
+        )
 
     def _measure(self, claimed: int, took_s: float) -> None:
         """Update the claim-ahead after a claim of ``claimed`` jobs that took ``took_s``."""
