@@ -104,6 +104,7 @@ class PostgresBroker(Configured, Sending, Broker):
         ack_flush_ms: int | None = None,
         tiers: TierPolicy | None = None,
         pooler: str | None = None,
+        claim_ahead: bool | None = None,
     ) -> None:
         # Given values first: a malformed one fails here, before anything is set up.
         self._remember(
@@ -117,6 +118,7 @@ class PostgresBroker(Configured, Sending, Broker):
             listen=listen,
             ack_flush_ms=ack_flush_ms,
             pooler=pooler,
+            claim_ahead=claim_ahead,
         )
         super().__init__(middleware=middleware_or_default(middleware))
         self.queues: dict[str, None] = {}
@@ -266,7 +268,14 @@ class PostgresBroker(Configured, Sending, Broker):
         if canonical != queue_name:
             return DelayQueueConsumer(timeout)
         self._start_worker_services()
-        consumer = PostgresConsumer(self._claims, self._settle, queue_name, prefetch, timeout)
+        consumer = PostgresConsumer(
+            self._claims,
+            self._settle,
+            queue_name,
+            prefetch,
+            timeout,
+            claim_ahead=self.claim_ahead,
+        )
         self._holdings.add(consumer)
         return consumer
 

@@ -141,6 +141,7 @@ class Settings:
     listen: bool = True
     pool_max_size: int = 6
     ack_flush_ms: int = 5
+    claim_ahead: bool = False
     max_message_bytes: int = 1 << 20
     tiers: str = DEFAULT_TIERS
     throttle_cpu_percent: float = 0.0
@@ -251,6 +252,11 @@ MEANINGS = {
     ),
     "pool_max_size": "connections per process (plus one listener)",
     "ack_flush_ms": "how long acks are batched at most (`0`: at once)",
+    "claim_ahead": (
+        "`1`: a process running short jobs may hold beyond Dramatiq's prefetch what it"
+        " runs in four claims' round trips (at most 6x), for throughput; off, it never"
+        " holds more than its prefetch"
+    ),
     "max_message_bytes": "largest message",
     "tiers": "tiers: name, weight, priority offset",
     "throttle_cpu_percent": "a worker stops claiming above this CPU use (0: off)",
@@ -404,7 +410,10 @@ def child_environment(**variables: str) -> dict[str, str]:
 def _rows() -> Iterator[tuple[str, str, str]]:
     for spec in dataclasses.fields(Settings):
         if spec.name in MEANINGS:
-            default = "`1`" if spec.default is True else f"`{spec.default}`"
+            if isinstance(spec.default, bool):
+                default = "`1`" if spec.default else "`0`"
+            else:
+                default = f"`{spec.default}`"
             shown = SHOWN.get(spec.name, "unset" if spec.default is None else default)
             yield f"`{_variable(spec.name)}`", shown, MEANINGS[spec.name]
     yield (

@@ -70,6 +70,7 @@ def test_drain_runs_every_job_and_reports_the_peers_keys(pg_admin_url, bench_dat
     assert result["enqueue_jobs_per_s"] > 0
     assert result["enqueue_users_jobs_per_s"] > 0
     assert "--processes 1 --threads 4" in result["consumers"]
+    assert "claim-ahead on (RECEIPTQ_CLAIM_AHEAD)" in result["consumers"]
     assert "receiptq bench" in out  # the table follows the JSON lines
 
 

@@ -5,6 +5,7 @@ one, and not more than a queue's own prefetch (for queues whose jobs run long)."
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
@@ -194,22 +195,45 @@ def run_for(consumer: Any, seconds: float, job_s: float) -> int:
     return most
 
 
-def test_a_process_running_short_jobs_claims_ahead_of_its_prefetch(broker, conn):
+@pytest.fixture
+def ahead_broker(database_url: str) -> Iterator[PostgresBroker]:
+    """A broker with claim-ahead on (RECEIPTQ_CLAIM_AHEAD=1)."""
+    broker = PostgresBroker(
+        database_url, lease_s=5, poll_interval_ms=100, ack_flush_ms=2, claim_ahead=True
+    )
+    yield broker
+    broker.close()
+
+
+def test_by_default_a_process_running_short_jobs_never_exceeds_its_prefetch(broker, conn):
     send_jobs(broker, "ocr", 3000)
     consumer = broker.consume("ocr", prefetch=8, timeout=200)
+    try:
+        assert run_for(consumer, 1.5, 0.0) <= 8
+    finally:
+        consumer.close()
+
+
+def test_with_claim_ahead_a_process_running_short_jobs_holds_beyond_its_prefetch(
+    ahead_broker, conn
+):
+    send_jobs(ahead_broker, "ocr", 3000)
+    consumer = ahead_broker.consume("ocr", prefetch=8, timeout=200)
     try:
         most = run_for(consumer, 1.5, 0.0)
         # It held more than its prefetch (the next batch was claimed while the
         # last still ran), never more than the claim-ahead's ceiling.
         assert 8 < most <= 8 + CLAIM_AHEAD_MAX_FACTOR * 8
-        assert held_in_database(conn, broker) <= 8 + CLAIM_AHEAD_MAX_FACTOR * 8
+        assert held_in_database(conn, ahead_broker) <= 8 + CLAIM_AHEAD_MAX_FACTOR * 8
     finally:
         consumer.close()
 
 
-def test_a_process_running_slow_jobs_holds_no_more_than_its_prefetch(broker, conn):
-    send_jobs(broker, "ocr", 200)
-    consumer = broker.consume("ocr", prefetch=4, timeout=200)
+def test_with_claim_ahead_a_process_running_slow_jobs_holds_no_more_than_its_prefetch(
+    ahead_broker, conn
+):
+    send_jobs(ahead_broker, "ocr", 200)
+    consumer = ahead_broker.consume("ocr", prefetch=4, timeout=200)
     try:
         # Jobs of 30 ms, longer than a claim takes: nothing to claim ahead for.
         assert run_for(consumer, 1.5, 0.03) <= 4
@@ -217,10 +241,10 @@ def test_a_process_running_slow_jobs_holds_no_more_than_its_prefetch(broker, con
         consumer.close()
 
 
-def test_a_queue_with_its_own_prefetch_never_claims_ahead(broker, conn):
-    send_jobs(broker, "ocr", 3000)
+def test_with_claim_ahead_a_queue_with_its_own_prefetch_never_claims_ahead(ahead_broker, conn):
+    send_jobs(ahead_broker, "ocr", 3000)
     set_prefetch(conn, "ocr", 4)
-    consumer = broker.consume("ocr", prefetch=8, timeout=200)
+    consumer = ahead_broker.consume("ocr", prefetch=8, timeout=200)
     try:
         assert run_for(consumer, 1.5, 0.0) <= 4
     finally:

@@ -114,6 +114,13 @@ def add_parser(subparsers: Any) -> None:
     )
     worker_options(parser, processes=2, threads=8)
     parser.add_argument(
+        "--no-claim-ahead",
+        dest="claim_ahead",
+        action="store_false",
+        help="run the workers with RECEIPTQ_CLAIM_AHEAD=0, each process holding no more "
+        "than its prefetch (default: claim-ahead on, for throughput)",
+    )
+    parser.add_argument(
         "--timeout",
         type=parse_positive_float,
         default=120.0,

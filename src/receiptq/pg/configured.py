@@ -31,6 +31,7 @@ FROM_SETTINGS = frozenset(
         "pool_max_size",
         "max_message_bytes",
         "listen",
+        "claim_ahead",
         "runtime",
         "_claims",
         "_settle",
@@ -51,6 +52,7 @@ class Configured:
     pool_max_size: int
     max_message_bytes: int
     listen: bool
+    claim_ahead: bool
     #: This process's connections and threads (reset in a forked child by itself).
     runtime: Runtime
 
@@ -96,6 +98,7 @@ class Configured:
             self.pool_max_size = settings.pool_max_size
             self.max_message_bytes = settings.max_message_bytes
             self.listen = settings.listen and not pooled
+            self.claim_ahead = settings.claim_ahead
             self.runtime = Runtime(
                 self.url,
                 pool_max_size=self.pool_max_size,

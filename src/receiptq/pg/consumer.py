@@ -73,9 +73,10 @@ class PostgresConsumer(Consumer):
     than what is held, waits for one slot, not for a quarter of them (README,
     Architecture).
 
-    Claim-ahead: a claim takes a round trip of a few milliseconds, in which a process
-    running short jobs finishes dozens; with only Dramatiq's prefetch (twice the
-    threads) its threads would idle while every claim is on its way. So a queue
+    Claim-ahead (``RECEIPTQ_CLAIM_AHEAD=1``, off by default, when the prefetch must
+    stay a hard bound): a claim takes a round trip of a few milliseconds, in which a
+    process running short jobs finishes dozens; with only Dramatiq's prefetch (twice
+    the threads) its threads idle while every claim is on its way. So a queue
     without a prefetch of its own may hold beyond it what the process ran in
     :data:`CLAIM_AHEAD_TRIPS` claim round trips lately (at most
     :data:`CLAIM_AHEAD_MAX_FACTOR` times the prefetch): the next batch is claimed
@@ -89,7 +90,14 @@ class PostgresConsumer(Consumer):
     """
 
     def __init__(
-        self, claims: Claimer, settle: Settler, queue_name: str, prefetch: int, timeout_ms: int
+        self,
+        claims: Claimer,
+        settle: Settler,
+        queue_name: str,
+        prefetch: int,
+        timeout_ms: int,
+        *,
+        claim_ahead: bool = False,
     ) -> None:
         self.claims = claims
         self.settle = settle
@@ -116,6 +124,7 @@ class PostgresConsumer(Consumer):
         self._retry_at = 0.0  # while the database is gone: no claim before this
         # Claim-ahead: jobs held beyond the prefetch, from the claims' mean round
         # trip and the jobs claimed per second over the last window.
+        self._claim_ahead = claim_ahead
         self._ahead = 0
         self._claim_s = 0.0
         self._window_started = time.monotonic()
@@ -220,7 +229,8 @@ class PostgresConsumer(Consumer):
             self._claimed_at = time.monotonic()
             started = time.perf_counter()
             claimed = self.claims.claim(self.queue_name, size, self._stride, path=self._path)
-            self._measure(len(claimed), time.perf_counter() - started)
+            if self._claim_ahead:
+                self._measure(len(claimed), time.perf_counter() - started)
             if claimed:
                 self._buffer.extend(claimed)
                 return None

@@ -44,6 +44,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         quiet=args.json,
         rounds=args.rounds,
         backlog_sizes=args.backlog_sizes,
+        claim_ahead=args.claim_ahead,
     )
 
 
@@ -75,8 +76,9 @@ def consumers_string(settings: Settings, workload: str) -> str:
     return (
         f"dramatiq CLI {WORKER_MODULE} --processes {settings.processes} "
         f"--threads {settings.threads} --queues {BENCH_QUEUE}, PostgresBroker with "
-        f"Dramatiq's default middleware and durable batched acks, sync no-op actor; "
-        f"enqueue = broker.enqueue_many, {batch} per call"
+        f"Dramatiq's default middleware and durable batched acks, claim-ahead "
+        f"{'on' if settings.claim_ahead else 'off'} (RECEIPTQ_CLAIM_AHEAD), sync no-op "
+        f"actor; enqueue = broker.enqueue_many, {batch} per call"
     )
 
 

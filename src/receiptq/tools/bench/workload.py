@@ -71,6 +71,8 @@ class Settings:
     quiet: bool
     rounds: int = 3
     backlog_sizes: tuple[int, ...] = DEFAULT_BACKLOG_SIZES
+    #: The workers' RECEIPTQ_CLAIM_AHEAD (--no-claim-ahead: off, the prefetch a bound).
+    claim_ahead: bool = True
 
 
 def log(settings: Settings, message: str) -> None:
@@ -187,6 +189,7 @@ class Workload:
             threads=self.settings.threads,
             queues=[BENCH_QUEUE],
             log_path=self.log_path,
+            env={"RECEIPTQ_CLAIM_AHEAD": "1" if self.settings.claim_ahead else "0"},
         )
         while True:
             row = self.fetch("bench_first_boot")
