@@ -1,6 +1,7 @@
 """Sending, as the broker does it: the connection a send writes on (the caller's
-transaction bound with :meth:`Sending.transaction`, else the pool), and the job
-row a message becomes (its actor's priority and retries)."""
+transaction bound with :meth:`Sending.transaction`, else the pool), the job row a
+message becomes (its actor's priority and retries), and how a bulk send stores its
+rows (a COPY for jobs due now, else one INSERT from arrays; :meth:`Sending._store`)."""
 
 from __future__ import annotations
 
