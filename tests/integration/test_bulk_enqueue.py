@@ -1,11 +1,10 @@
 """Bulk sends (``PostgresBroker.enqueue_many``): a plain bulk send streams into a
 COPY, every other batch goes through ``job_enqueue_many``; both must store the
-same rows, store nothing when one message is bad, drop stored message ids and
-wake consumers once per queue."""
+same rows, store nothing when one message is bad and drop stored message ids.
+That a bulk send wakes consumers once per queue: test_broker.py."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import dramatiq
@@ -97,29 +96,6 @@ def test_a_bulk_send_repeating_a_stored_message_stores_only_the_new_ones(
     rows = jobs(conn)
     assert [r["message"]["args"][0] for r in rows] == list(range(200))
     assert len({r["message_id"] for r in rows}) == 200
-
-
-def test_a_bulk_send_wakes_consumers_once_per_queue(broker: PostgresBroker, database_url):
-    @dramatiq.actor(queue_name="ocr")
-    def ocr_receipt(value):
-        pass
-
-    @dramatiq.actor(queue_name="email")
-    def send_email(value):
-        pass
-
-    with psycopg.connect(database_url, autocommit=True) as listener:
-        listener.execute("LISTEN receiptq")
-        messages = [ocr_receipt.message(n) for n in range(600)]
-        messages += [send_email.message(n) for n in range(400)]
-        assert broker.enqueue_many(messages) == 1000
-        payloads = []
-        deadline = time.monotonic() + 2.0
-        for note in listener.notifies(timeout=2.0):
-            payloads.append(note.payload)
-            if time.monotonic() > deadline:
-                break
-    assert sorted(payloads) == ["email", "ocr"]
 
 
 def test_a_batch_with_a_delay_or_a_user_stores_every_job(broker: PostgresBroker, conn):

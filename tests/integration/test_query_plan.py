@@ -204,11 +204,11 @@ def test_a_users_last_round_is_read_from_the_user_index_even_without_statistics(
     (a send to 1,000 users ran at 6,800 jobs/s). Never analyzed: the planner has no
     statistics, as on a table analyzed while empty."""
     from receiptq.pg.messages import job_columns
-    from receiptq.tools.bench.workload import user_messages
+    from receiptq.tools.bench.workload import ENQUEUE_USERS, bench_messages
 
     broker.declare_queue("users")
-    assert broker.enqueue_many(user_messages(3000, "users")) == 3000
-    rows = list(broker._rows(user_messages(50, "users"), None))
+    assert broker.enqueue_many(bench_messages(3000, "users", users=ENQUEUE_USERS)) == 3000
+    rows = list(broker._rows(bench_messages(50, "users", users=ENQUEUE_USERS), None))
     nodes = list(plan_nodes(explain(conn, "job_enqueue_many", job_columns(rows))))
     by_index = {n.get("Index Name"): n for n in nodes if n.get("Index Name")}
     assert "jobs_user_round_idx" in by_index

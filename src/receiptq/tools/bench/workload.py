@@ -85,18 +85,10 @@ def progress_bar(settings: Settings) -> Progress:
     return bar(Console(stderr=True), disable=settings.quiet)
 
 
-def bench_messages(count: int) -> list[Message[Any]]:
-    """``count`` messages for the no-op actor, stamped with the current time."""
-    now = time.time()
-    return [
-        Message(queue_name=BENCH_QUEUE, actor_name=BENCH_ACTOR, args=(now,), kwargs={}, options={})
-        for _ in range(count)
-    ]
-
-
-def user_messages(count: int, queue: str) -> list[Message[Any]]:
-    """``count`` messages for the no-op actor on ``queue``, each with a ``user_id`` (of
-    :data:`ENQUEUE_USERS` users, in turn): a bulk send whose jobs get user rounds."""
+def bench_messages(count: int, queue: str = BENCH_QUEUE, *, users: int = 0) -> list[Message[Any]]:
+    """``count`` messages for the no-op actor on ``queue``, stamped with the current
+    time; with ``users``, each with a ``user_id`` of that many users in turn (a bulk
+    send whose jobs get user rounds)."""
     now = time.time()
     return [
         Message(
@@ -104,7 +96,7 @@ def user_messages(count: int, queue: str) -> list[Message[Any]]:
             actor_name=BENCH_ACTOR,
             args=(now,),
             kwargs={},
-            options={"user_id": f"user-{n % ENQUEUE_USERS}"},
+            options={"user_id": f"user-{n % users}"} if users else {},
         )
         for n in range(count)
     ]

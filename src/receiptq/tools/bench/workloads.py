@@ -19,6 +19,7 @@ from receiptq.tiers import TierPolicy
 from receiptq.tools.bench.workload import (
     ACK_POLL_S,
     DRAIN_ENQUEUE_CHUNK,
+    ENQUEUE_USERS,
     PEER,
     RECORD_SETTLE_S,
     STOP_TIMEOUT_S,
@@ -31,7 +32,6 @@ from receiptq.tools.bench.workload import (
     labelled_messages,
     log,
     progress_bar,
-    user_messages,
 )
 
 
@@ -86,7 +86,8 @@ def run_drain(w: Workload) -> None:
     broker.declare_queue(USERS_QUEUE)
     start = time.perf_counter()
     for sent in range(0, jobs, DRAIN_ENQUEUE_CHUNK):
-        broker.enqueue_many(user_messages(min(DRAIN_ENQUEUE_CHUNK, jobs - sent), USERS_QUEUE))
+        chunk = min(DRAIN_ENQUEUE_CHUNK, jobs - sent)
+        broker.enqueue_many(bench_messages(chunk, USERS_QUEUE, users=ENQUEUE_USERS))
         w.check()
     result["enqueue_users_jobs_per_s"] = round(jobs / (time.perf_counter() - start), 1)
 
