@@ -285,6 +285,39 @@ def test_transaction_mode_prepares_nothing_where_psycopg_would(transaction_poole
         runs(lambda u: psycopg.connect(u, autocommit=True))
 
 
+def test_bulk_sends_with_users_and_unique_keys_run_through_the_transaction_pooler(
+    transaction_pooler, conn
+):
+    """A bulk send with users reads its users' rounds, then COPYs; one with a unique
+    key goes through job_enqueue_many: both, past psycopg's prepare threshold, on
+    whichever server session PgBouncer hands out."""
+    from dramatiq.message import Message
+
+    from receiptq.tools.bench.workload import bench_messages
+
+    url, _ = transaction_pooler
+    broker = PostgresBroker(url, pooler="transaction")
+    try:
+        broker.declare_queue("bulk")
+        for n in range(8):
+            assert broker.enqueue_many(bench_messages(50, "bulk", users=10)) == 50
+            unique = Message(
+                queue_name="bulk", actor_name="note", args=(n,), kwargs={},
+                options={"unique_key": f"k{n}", "user_id": "user-0"},
+            )  # fmt: skip
+            assert broker.enqueue_many([unique, unique]) == 1
+    finally:
+        broker.close()
+    rounds = conn.execute(
+        "SELECT user_id, array_agg(user_round ORDER BY id) AS rounds FROM receiptq.jobs"
+        " GROUP BY user_id ORDER BY user_id"
+    ).fetchall()
+    assert len(rounds) == 10
+    for row in rounds:  # user-0 also sent the 8 unique jobs, each after its 5 of a batch
+        expected = 48 if row["user_id"] == "user-0" else 40
+        assert row["rounds"] == list(range(1, expected + 1)), row["user_id"]
+
+
 def test_pooler_setting_is_checked_and_turns_listen_off(monkeypatch, database_url):
     monkeypatch.setenv("RECEIPTQ_POOLER", "statement")
     unread = PostgresBroker(database_url)  # a broker reads its settings on first use
