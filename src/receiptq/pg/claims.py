@@ -9,14 +9,17 @@ cannot become messages go straight to the dead letters.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, Literal
 
 from receiptq import db
 from receiptq.pg.delivery import JobProxy
 from receiptq.pg.holdings import Holdings
 from receiptq.pg.messages import MessageError, decode_message
+from receiptq.pg.outage import UNREACHABLE, database_problem
 from receiptq.pg.runtime import Runtime
 from receiptq.pg.settle import dead_letter
 from receiptq.tiers import UNTIERED, StrideState, TierPolicy, quotas
@@ -73,6 +76,14 @@ class Claimer:
         self.tier_policy = tiers
         self._actors = actors
         self.held: Callable[[str], int] = holdings.held
+        self._lock = threading.Lock()
+        #: Per queue: a lock its claims take, so that giving back the rows of a lost
+        #: answer never meets a claim whose rows are on their way here.
+        self._queue_locks: dict[str, threading.Lock] = {}
+        #: Per queue: the database's time of the last claim whose answer arrived.
+        self._answered_at: dict[str, datetime] = {}
+        #: Queues whose last claim failed with the connection: it may have committed.
+        self._unsure: set[str] = set()
 
     def may_claim(self) -> bool:
         """False while the worker shuts down or is throttled."""
@@ -107,7 +118,53 @@ class Claimer:
         more than ``limit`` per class that was idle and has work again); ``"plain"``
         a plain statement for the untiered class alone. Rows that cannot become
         messages go straight to the dead letters.
+
+        A claim that fails with the connection may have committed, its answer lost:
+        the next claim of the queue first gives back the rows it took (see
+        :meth:`give_back_unseen`), so they run now, not when their lease runs out.
         """
+        with self._queue_lock(queue_name):
+            if queue_name in self._unsure:
+                self.give_back_unseen(queue_name)
+                self._unsure.discard(queue_name)
+            try:
+                return self._claim(queue_name, limit, stride, path)
+            except Exception as exc:
+                if database_problem(exc) == UNREACHABLE:
+                    self._unsure.add(queue_name)
+                raise
+
+    def _queue_lock(self, queue_name: str) -> threading.Lock:
+        with self._lock:
+            return self._queue_locks.setdefault(queue_name, threading.Lock())
+
+    def give_back_unseen(self, queue_name: str) -> int:
+        """Queue again the jobs this worker's lost claim took: its rows of the queue
+        that are running, are not held here and were claimed after the last claim
+        whose answer arrived (every row of an answered claim is held here or being
+        settled). Returns how many."""
+        params = {
+            "queue": queue_name,
+            "worker_id": self.worker_id,
+            "after": self._answered_at.get(queue_name),
+            "held": self.holdings.status().claimed,
+        }
+        with self.runtime.gate.connection() as conn:
+            unseen = db.fetch_all(conn, "job_unseen_claims", params)
+            ids = {"ids": [r["id"] for r in unseen], "attempts": [r["attempt"] for r in unseen]}
+            given = db.execute(conn, "job_requeue_unstarted", ids) if unseen else 0
+        if given:
+            logger.info(
+                "gave back %d job(s) of %s that a claim took as the connection was lost "
+                "(its answer never arrived): they run now",
+                given,
+                queue_name,
+            )
+        return given
+
+    def _claim(
+        self, queue_name: str, limit: int, stride: StrideState | None, path: ClaimPath
+    ) -> list[JobProxy]:
         stride = stride if stride is not None else StrideState()
         if path == "plain":
             params = {**self._params(queue_name, [UNTIERED], [limit]), "limit": limit}
@@ -176,6 +233,8 @@ class Claimer:
         return self._proxies(queue_name, rows)
 
     def _proxies(self, queue_name: str, rows: list[dict[str, Any]]) -> list[JobProxy]:
+        if rows:
+            self._answered_at[queue_name] = rows[0]["claimed_at"]
         rows.sort(key=lambda r: (r["priority"], r["user_round"], r["run_at"], r["id"]))
         proxies = []
         for row in rows:

@@ -137,7 +137,8 @@ FROM u JOIN classes AS c ON c.queue = u.queue AND c.cls = u.cls;
 -- Claim up to `limit` ready jobs of a queue for one worker: fair share across the
 -- tier classes, caps and pause honoured (receiptq.claim_jobs, migration 0002);
 -- each claim counts one more attempt.
-SELECT id, attempt, priority, run_at, actor, tier, message, due_at, user_round, idle
+SELECT id, attempt, priority, run_at, actor, tier, message, due_at, user_round, idle,
+       now() AS claimed_at
 FROM receiptq.claim_jobs(%(queue)s, %(worker_id)s, %(lease_s)s, %(limit)s,
                          %(classes)s::text[], %(passes)s::float8[], %(weights)s::float8[],
                          %(quotas)s::integer[]);
@@ -181,7 +182,7 @@ WHERE j.id = claimable.id
 RETURNING j.id, j.attempt, j.priority, j.run_at, j.actor, coalesce(j.tier, '') AS tier,
           j.message::text AS message,
           extract(epoch FROM greatest(j.run_at, j.enqueued_at))::float8 AS due_at,
-          j.user_round;
+          j.user_round, j.started_at AS claimed_at;
 
 -- name: job_claim_plain
 -- The claim's fast path for the untiered class alone, on a queue that is neither
@@ -211,7 +212,7 @@ WHERE j.id = claimable.id
 RETURNING j.id, j.attempt, j.priority, j.run_at, j.actor, coalesce(j.tier, '') AS tier,
           j.message::text AS message,
           extract(epoch FROM greatest(j.run_at, j.enqueued_at))::float8 AS due_at,
-          j.user_round;
+          j.user_round, j.started_at AS claimed_at;
 
 -- name: job_seconds_until_due
 -- Seconds until the next queued job of a queue is due (NULL when none is queued):
@@ -291,6 +292,19 @@ SET state = 'queued',
     started_at = NULL
 FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS a(id, attempt)
 WHERE j.id = a.id AND j.attempt = a.attempt AND j.state = 'running';
+
+-- name: job_unseen_claims
+-- The jobs of a queue that a claim of this worker took and whose answer never
+-- arrived (the connection was lost as the claim committed): its rows that are
+-- running, not held here, and claimed after the last claim whose answer did arrive
+-- (`after`, the database's time of that claim; NULL: none did). Every earlier claim
+-- of the queue here came back, so a row it took is held or being settled, never
+-- named here. The worker gives them back with job_requeue_unstarted.
+SELECT id, attempt
+FROM receiptq.jobs
+WHERE state = 'running' AND lease_owner = %(worker_id)s AND queue = %(queue)s
+  AND started_at > coalesce(%(after)s::timestamptz, '-infinity'::timestamptz)
+  AND NOT id = ANY(%(held)s::bigint[]);
 
 -- name: job_postpone
 -- Put a delivery that did not run back to queued until a later time, giving back
