@@ -15,10 +15,8 @@ from receiptq.tools.bench.workload import STEADY_BATCH, bench_messages, open_bro
 
 
 def produce(url: str, seconds: float) -> int:
-    broker = open_broker(url)
+    broker = open_broker(url)  # connected before "ready", as the peers' producers are
     try:
-        with broker.connection():
-            pass  # connect before "ready", as the peers' producers do
         print("ready", flush=True)
         if sys.stdin.readline().strip() != "go":
             return 1

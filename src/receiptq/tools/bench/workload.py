@@ -118,8 +118,12 @@ def labelled_messages(kinds: list[tuple[str, dict[str, Any]]]) -> list[Message[A
 
 
 def open_broker(url: str) -> PostgresBroker:
+    """A broker for the bench's sends, its pool open and connected: no clock counts
+    opening connections (the peers' bench opens its producer connection in setup)."""
     broker = PostgresBroker(url)
     broker.declare_queue(BENCH_QUEUE)
+    with broker.connection():
+        pass
     return broker
 
 

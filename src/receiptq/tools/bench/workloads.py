@@ -152,8 +152,16 @@ def _label_summary(figures: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
     }
 
 
+def paired_cost(plain: list[float], fair: list[float]) -> float:
+    """The fairness cost in percent: the median over rounds of what the fair drain
+    lost against the plain drain of the same round (a pair runs back to back, so the
+    machine's drift between rounds cancels out)."""
+    return round(statistics.median((p - f) / p * 100 for p, f in zip(plain, fair, strict=True)), 2)
+
+
 def run_tiers(w: Workload) -> None:
-    """Rounds of a plain priority drain then a fair drain; fill ``w.result`` as it goes."""
+    """Rounds of a plain priority drain and a fair drain, in turn first (so that
+    neither always runs on the machine the other warmed); fill ``w.result`` as it goes."""
     policy = TierPolicy.from_env()
     result = w.result
     plain_kinds, fair_kinds = tier_mix(policy, w.settings.jobs)
@@ -161,7 +169,8 @@ def run_tiers(w: Workload) -> None:
     rates: dict[str, list[float]] = {"plain": [], "fair": []}
     order = [t.name for t in policy.tiers]  # best tier first, as the policy names them
     for round_no in range(1, w.settings.rounds + 1):
-        for name, kinds in (("plain", plain_kinds), ("fair", fair_kinds)):
+        pair = [("plain", plain_kinds), ("fair", fair_kinds)]
+        for name, kinds in pair if round_no % 2 else pair[::-1]:
             label = f"tiers {name} {round_no}/{w.settings.rounds}"
             rate, figures = drain_labelled(w, label, kinds)
             rates[name].append(round(rate, 1))
@@ -173,8 +182,10 @@ def run_tiers(w: Workload) -> None:
                     result[key] = {tier: summary[key].get(tier) for tier in order}
                 else:
                     result[f"plain_{key}"] = summary[key]
-        plain_rate, fair_rate = result["plain_drain_jobs_per_s"], result["fair_drain_jobs_per_s"]
-        result["fairness_cost_percent"] = round((plain_rate - fair_rate) / plain_rate * 100, 2)
+        result["fairness_cost_percent_rounds"] = [
+            paired_cost([p], [f]) for p, f in zip(rates["plain"], rates["fair"], strict=True)
+        ]
+        result["fairness_cost_percent"] = paired_cost(rates["plain"], rates["fair"])
 
 
 def run_users(w: Workload) -> None:
