@@ -111,12 +111,13 @@ FROM STDIN;
 -- For a bulk send that COPYs jobs with users: per (queue, class, user), the round
 -- its k-th job due now follows, base + k, as job_enqueue_many and the row trigger
 -- assign them: greatest(the user's last round, the class's first round - 1, 0).
--- Each probe reads one index entry (0012); a class's first round is read once.
+-- Each probe reads one index entry (0012); a class's first round is read once
+-- (MATERIALIZED: inlined, its subquery ran once per user).
 WITH u AS MATERIALIZED (
     SELECT * FROM unnest(%(queues)b::text[], %(classes)b::text[], %(user_ids)b::text[])
                   AS u(queue, cls, user_id)
 ),
-classes AS (
+classes AS MATERIALIZED (
     SELECT c.queue, c.cls,
            (SELECT j.user_round - 1 FROM receiptq.jobs AS j
             WHERE j.queue = c.queue AND coalesce(j.tier, '') = c.cls
