@@ -102,7 +102,8 @@ def add_parser(subparsers: Any) -> None:
         "--rounds",
         type=parse_positive_int,
         default=3,
-        help="tiers: pairs of drains, plain then fair, compared by their medians (default 3)",
+        help="tiers: pairs of drains, plain and fair, each pair in turn first; the "
+        "fairness cost is the median of the pairs' (default 3)",
     )
     parser.add_argument(
         "--backlog-sizes",
