@@ -98,6 +98,6 @@ def terminate_waiting_claim(conn: psycopg.Connection[Any]) -> bool:
     rows = conn.execute(
         "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity "
         "WHERE datname = current_database() AND wait_event_type = 'Lock' "
-        "AND query LIKE '%%UPDATE receiptq.jobs%%'"
+        "AND query LIKE '%%receiptq.jobs%%'"  # pg_stat_activity keeps its first 1 kB
     ).fetchall()
     return any(r["done"] for r in rows)
