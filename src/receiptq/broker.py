@@ -304,7 +304,7 @@ class PostgresBroker(Configured, Sending, Broker):
     @property
     def claim(self) -> Callable[..., list[JobProxy]]:
         """Claim about ``limit`` ready jobs of a queue for this process:
-        ``claim(queue_name, limit, stride=None, *, path="locked")``, see
+        ``claim(queue_name, limit, stride=None, *, path="locked", later=False)``, see
         :meth:`receiptq.pg.claims.Claimer.claim`."""
         return self._claims.claim
 

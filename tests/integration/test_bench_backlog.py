@@ -121,10 +121,10 @@ def test_tiered_fill_matches_a_real_enqueue_and_the_round_trigger(workload: Work
 def test_claim_statement_params_are_the_claimers():
     policy = TierPolicy.from_env()
     name, params = backlog.claim_statement("untiered", policy, 16, 30.0)
-    assert name == "job_claim_plain"
+    assert name == "job_claim_classes_later"  # the backlog has jobs not due yet
     assert (params["limit"], params["classes"], params["quotas"]) == (16, [""], [16])
     name, params = backlog.claim_statement("tiered", policy, 16, 30.0)
-    assert name == "job_claim_classes"
+    assert name == "job_claim_classes_later"
     assert params["classes"] == ["", *policy.names]
     # The untiered class (idle: no job of it) gets its probe, the tiers share the rest.
     assert params["quotas"][0] == 1 and sum(params["quotas"][1:]) == 16

@@ -80,7 +80,10 @@ def index_and_seq_scans(nodes: list[dict[str, Any]]) -> tuple[list[Any], list[An
     return claim_scans, seq_scans
 
 
-@pytest.mark.parametrize("statement", ["job_claim_classes", "job_claim_plain"])
+CLAIM_STATEMENTS = ["job_claim_classes", "job_claim_plain", "job_claim_classes_later"]
+
+
+@pytest.mark.parametrize("statement", CLAIM_STATEMENTS)
 @pytest.mark.parametrize("queue", QUEUES)
 def test_claim_statement_uses_the_partial_claim_index_and_no_seq_scan(seeded, queue, statement):
     """The claim's fast paths (one probe per class; the untiered class alone) are
@@ -104,7 +107,7 @@ def test_claim_over_a_large_backlog_reads_the_index_in_order_without_sorting(con
     params = {"queue": "ocr", **CLAIM}
     nodes = [
         node
-        for statement in ("job_claim_classes", "job_claim_plain")
+        for statement in CLAIM_STATEMENTS
         for node in plan_nodes(explain(conn, statement, params))
     ]
     sorts_or_job_scans = [
@@ -189,7 +192,7 @@ def test_claim_path_over_a_large_untiered_backlog_reads_the_claim_index_not_the_
     _, seq_scans = index_and_seq_scans(nodes)
     assert seq_scans == [], json.dumps(nodes, indent=1)
     assert db.fetch_one(conn, "queue_claim_path", {"queue": "ocr"}) == {
-        "restricted": False, "tiered": False, "prefetch": None,
+        "restricted": False, "tiered": False, "prefetch": None, "later": False,
     }  # fmt: skip
     conn.execute(
         "INSERT INTO receiptq.jobs (message_id, queue, actor, tier, message)"

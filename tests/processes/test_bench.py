@@ -231,9 +231,7 @@ def test_backlog_fills_explains_and_drains_each_size_and_mode(
         for mode, run in modes.items():
             assert BACKLOG_RUN_KEYS <= run.keys(), (size, mode)
             assert (run["ready"], run["scheduled"], run["dead_letters"]) == (int(size), 2000, 100)
-            assert run["claim_statement"] == (
-                "job_claim_classes" if mode == "tiered" else "job_claim_plain"
-            )
+            assert run["claim_statement"] == "job_claim_classes_later"  # jobs not due yet
             assert "jobs_claim_idx" in run["claim_index"]
             assert "jobs_claim_idx" in run["due_index"]
             assert len(run["claim_ms"]) == backlog.EXPLAIN_RUNS

@@ -107,6 +107,7 @@ class Claimer:
         stride: StrideState | None = None,
         *,
         path: ClaimPath = "locked",
+        later: bool = False,
     ) -> list[JobProxy]:
         """Claim ready jobs of a queue for this process: about ``limit`` of them.
 
@@ -116,7 +117,9 @@ class Claimer:
         ``limit``); ``"fair"`` the plain prepared statement that takes each class's
         quota, for a queue that is neither paused nor capped (it may take one job
         more than ``limit`` per class that was idle and has work again); ``"plain"``
-        a plain statement for the untiered class alone. Rows that cannot become
+        a plain statement for the untiered class alone. ``later``: the queue has jobs
+        not due yet (:meth:`claim_settings`), so the two fast paths take
+        ``job_claim_classes_later``, which never reads them. Rows that cannot become
         messages go straight to the dead letters.
 
         A claim that fails with the connection may have committed, its answer lost:
@@ -128,7 +131,7 @@ class Claimer:
                 self.give_back_unseen(queue_name)
                 self._unsure.discard(queue_name)
             try:
-                return self._claim(queue_name, limit, stride, path)
+                return self._claim(queue_name, limit, stride, path, later)
             except Exception as exc:
                 if database_problem(exc) == UNREACHABLE:
                     self._unsure.add(queue_name)
@@ -163,9 +166,17 @@ class Claimer:
         return given
 
     def _claim(
-        self, queue_name: str, limit: int, stride: StrideState | None, path: ClaimPath
+        self,
+        queue_name: str,
+        limit: int,
+        stride: StrideState | None,
+        path: ClaimPath,
+        later: bool,
     ) -> list[JobProxy]:
         stride = stride if stride is not None else StrideState()
+        if path == "plain" and later:
+            rows = self._claim_classes(queue_name, [UNTIERED], [limit], later)
+            return self._proxies(queue_name, rows)
         if path == "plain":
             params = {**self._params(queue_name, [UNTIERED], [limit]), "limit": limit}
             with self.runtime.gate.connection() as conn:
@@ -180,7 +191,7 @@ class Claimer:
         # class turns out idle, claim again, so that such a class gets the slots now.
         for _ in classes:
             counts = quotas(classes, stride.passes_for(classes), weights, limit, stride.idle)
-            rows = self._claim_classes(queue_name, classes, counts)
+            rows = self._claim_classes(queue_name, classes, counts, later)
             claimed = Counter(row["tier"] for row in rows)
             idle = [c for c, n in zip(classes, counts, strict=True) if n and c not in claimed]
             stride.charge(claimed, idle, by_class)
@@ -198,11 +209,12 @@ class Claimer:
         }
 
     def _claim_classes(
-        self, queue_name: str, classes: list[str], counts: list[int]
+        self, queue_name: str, classes: list[str], counts: list[int], later: bool
     ) -> list[dict[str, Any]]:
         params = self._params(queue_name, classes, counts)
+        statement = "job_claim_classes_later" if later else "job_claim_classes"
         with self.runtime.gate.connection() as conn:
-            return db.fetch_all(conn, "job_claim_classes", params)
+            return db.fetch_all(conn, statement, params)
 
     def _claim_locked(
         self,
@@ -253,16 +265,17 @@ class Claimer:
         self.holdings.hold(queue_name, proxies)
         return proxies
 
-    def claim_settings(self, queue_name: str) -> tuple[ClaimPath, int | None]:
+    def claim_settings(self, queue_name: str) -> tuple[ClaimPath, int | None, bool]:
         """How a queue's claims go: ``"locked"`` when it is paused or capped, else
-        ``"fair"`` when it has queued jobs with a tier, else ``"plain"``; and its
-        prefetch setting (``receiptq queue prefetch``; None: not set)."""
+        ``"fair"`` when it has queued jobs with a tier, else ``"plain"``; its
+        prefetch setting (``receiptq queue prefetch``; None: not set); and whether
+        it has jobs not due yet (the ``later`` of :meth:`claim`)."""
         with self.runtime.gate.connection() as conn:
             row = db.fetch_one(conn, "queue_claim_path", {"queue": queue_name})
         if row is None:
-            return "locked", None
+            return "locked", None, False
         path: ClaimPath = "locked" if row["restricted"] else "fair" if row["tiered"] else "plain"
-        return path, row["prefetch"]
+        return path, row["prefetch"], row["later"]
 
     def tier_classes(self, queue_name: str) -> list[str]:
         """The tier classes ('' = no tier) that have jobs queued in a queue."""

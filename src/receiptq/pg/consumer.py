@@ -114,6 +114,9 @@ class PostgresConsumer(Consumer):
         # How claims go (see Claimer.claim_settings): re-read every poll
         # interval; a "tiered:" notification turns "plain" into "fair" at once.
         self._path: ClaimPath = "locked"
+        # The queue has jobs not due yet: claims take the statements that skip them
+        # (re-read every poll interval; a job scheduled meanwhile sets it at once).
+        self._later = False
         self._settings_read_at = -1e9
         self._prefetch_setting: int | None = None  # receiptq queue prefetch
         # Work may have arrived since the last claim (a notification came, or a poll
@@ -141,6 +144,7 @@ class PostgresConsumer(Consumer):
     def wake(self, *, scheduled: bool = False, tiered: bool = False) -> None:
         if scheduled:
             self._due_stale = True  # a job was scheduled: re-read when the next one is due
+            self._later = True
         if tiered and self._path == "plain":
             self._path = "fair"  # jobs with a tier arrived: share claims across tiers
         self._news = True
@@ -228,7 +232,9 @@ class PostgresConsumer(Consumer):
             self._news = False
             self._claimed_at = time.monotonic()
             started = time.perf_counter()
-            claimed = self.claims.claim(self.queue_name, size, self._stride, path=self._path)
+            claimed = self.claims.claim(
+                self.queue_name, size, self._stride, path=self._path, later=self._later
+            )
             if self._claim_ahead:
                 self._measure(len(claimed), time.perf_counter() - started)
             if claimed:
@@ -258,7 +264,9 @@ class PostgresConsumer(Consumer):
         claimed)."""
         now = time.monotonic()
         if now - self._settings_read_at >= self.claims.poll_interval_s:
-            self._path, self._prefetch_setting = self.claims.claim_settings(self.queue_name)
+            self._path, self._prefetch_setting, self._later = self.claims.claim_settings(
+                self.queue_name
+            )
             self._settings_read_at = now
         if now - self._classes_checked_at >= CLASS_CHECK_INTERVAL_S:
             self._stride.seen = set(self.claims.tier_classes(self.queue_name))

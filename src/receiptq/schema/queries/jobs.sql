@@ -154,7 +154,7 @@ FROM receiptq.claim_jobs(%(queue)s, %(worker_id)s, %(lease_s)s, %(limit)s,
 -- idle. A queue that is paused or capped (or has a capped actor) meanwhile gets
 -- nothing here (claim_jobs honours those), so a cap is never exceeded.
 -- LATERAL ... LIMIT: one probe of the claim index per class, whatever the
--- statistics say.
+-- statistics say. A queue with jobs not due yet takes job_claim_classes_later.
 WITH claimable AS (
     SELECT x.id
     FROM unnest(%(classes)s::text[], %(quotas)s::integer[]) AS c(cls, quota)
@@ -189,7 +189,8 @@ RETURNING j.id, j.attempt, j.priority, j.run_at, j.actor, coalesce(j.tier, '') A
 -- The claim's fast path for the untiered class alone, on a queue that is neither
 -- paused nor capped: job_claim_classes for one class, as a plain CTE (no unnest,
 -- no LATERAL: a third cheaper for a single claimer under PostgreSQL's default plan
--- caching, and the statement the steady-latency figures were measured with).
+-- caching, and the statement the steady-latency figures were measured with). A
+-- queue with jobs not due yet takes job_claim_classes_later.
 WITH claimable AS (
     SELECT id
     FROM receiptq.jobs
@@ -201,6 +202,80 @@ WITH claimable AS (
     ORDER BY priority, user_round, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+)
+UPDATE receiptq.jobs AS j
+SET state = 'running',
+    attempt = j.attempt + 1,
+    lease_owner = %(worker_id)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_s)s),
+    started_at = now()
+FROM claimable
+WHERE j.id = claimable.id
+RETURNING j.id, j.attempt, j.priority, j.run_at, j.actor, coalesce(j.tier, '') AS tier,
+          j.message::text AS message,
+          extract(epoch FROM greatest(j.run_at, j.enqueued_at))::float8 AS due_at,
+          j.user_round, j.started_at AS claimed_at;
+
+-- name: job_claim_classes_later
+-- job_claim_classes for a queue that has jobs not due yet (queue_claim_path's
+-- `later`), which wait at round 0 of their (class, priority): after its round-0
+-- jobs due now and before its users' rounds, so one scan in claim order steps
+-- over every one of them whenever a class's quota is not met by the round-0 jobs
+-- due now (10 ms a claim with 100,000 scheduled). Here the claim walks the
+-- (class, priority) groups queued (a skip scan of the claim index, one probe per
+-- group) and reads in each two ranges of the index: its round-0 jobs due now, then
+-- its rounds from 1 on; each read stops once the class's quota is met. The same
+-- jobs in the same order as job_claim_classes (test_claim_later), at twice its
+-- planning time, so it is used only when jobs not due yet are queued; the plain
+-- path's claims take it too then, for the untiered class alone.
+WITH RECURSIVE groups AS (
+    (SELECT coalesce(j.tier, '') AS cls, j.priority
+     FROM receiptq.jobs AS j
+     WHERE j.queue = %(queue)s AND j.state = 'queued'
+     ORDER BY coalesce(j.tier, ''), j.priority
+     LIMIT 1)
+    UNION ALL
+    SELECT n.cls, n.priority
+    FROM groups AS g,
+         LATERAL (SELECT coalesce(j.tier, '') AS cls, j.priority
+                  FROM receiptq.jobs AS j
+                  WHERE j.queue = %(queue)s AND j.state = 'queued'
+                    AND (coalesce(j.tier, ''), j.priority) > (g.cls, g.priority)
+                  ORDER BY coalesce(j.tier, ''), j.priority
+                  LIMIT 1) AS n
+),
+claimable AS (
+    SELECT x.id
+    FROM unnest(%(classes)s::text[], %(quotas)s::integer[]) AS c(cls, quota)
+    CROSS JOIN LATERAL (
+        SELECT y.id
+        FROM groups AS g
+        CROSS JOIN LATERAL (
+            SELECT f.id FROM (
+                SELECT j.id FROM receiptq.jobs AS j
+                WHERE j.queue = %(queue)s AND coalesce(j.tier, '') = g.cls
+                  AND j.state = 'queued' AND j.priority = g.priority
+                  AND j.user_round = 0 AND j.run_at <= now()
+                ORDER BY j.run_at, j.id
+                LIMIT c.quota
+                FOR UPDATE SKIP LOCKED) AS f
+            UNION ALL
+            SELECT r.id FROM (
+                SELECT j.id FROM receiptq.jobs AS j
+                WHERE j.queue = %(queue)s AND coalesce(j.tier, '') = g.cls
+                  AND j.state = 'queued' AND j.priority <= g.priority
+                  AND (j.priority, j.user_round) > (g.priority, 0) AND j.run_at <= now()
+                ORDER BY j.priority, j.user_round, j.run_at, j.id
+                LIMIT c.quota
+                FOR UPDATE SKIP LOCKED) AS r
+        ) AS y
+        WHERE g.cls = c.cls
+        LIMIT c.quota
+    ) AS x
+    WHERE c.quota > 0
+      AND NOT EXISTS (SELECT 1 FROM receiptq.queue_settings AS s
+                      WHERE s.queue = %(queue)s AND (s.paused OR s.max_running IS NOT NULL))
+      AND NOT EXISTS (SELECT 1 FROM receiptq.actor_caps AS a WHERE a.queue = %(queue)s)
 )
 UPDATE receiptq.jobs AS j
 SET state = 'running',

@@ -52,7 +52,10 @@ ORDER BY queue;
 -- name: queue_claim_path
 -- How a queue must be claimed: restricted (paused, capped, or with a capped
 -- actor: through claim_jobs), whether it has queued jobs with a tier (claims
--- shared across the classes), and its prefetch setting (migration 0008).
+-- shared across the classes), its prefetch setting (migration 0008), and whether
+-- it has jobs not due yet (`later`: then the claim takes job_claim_*_later, which
+-- never reads them). Later: per (class, priority) queued (a skip scan), the last
+-- round-0 job, where the jobs not due yet wait (two probes a group).
 -- Tiered: the greatest class queued, the last entry of the queue in the claim
 -- index (one probe; each consumer asks every poll interval). An EXISTS of a tiered
 -- job was planned as a scan of the table that, on an untiered queue, read every
@@ -66,7 +69,30 @@ SELECT EXISTS (SELECT 1 FROM receiptq.queue_settings AS s
                  ORDER BY coalesce(j.tier, '') DESC
                  LIMIT 1), '') > '' AS tiered,
        (SELECT s.prefetch FROM receiptq.queue_settings AS s
-        WHERE s.queue = %(queue)s) AS prefetch;
+        WHERE s.queue = %(queue)s) AS prefetch,
+       EXISTS (WITH RECURSIVE groups AS (
+                   (SELECT coalesce(j.tier, '') AS cls, j.priority
+                    FROM receiptq.jobs AS j
+                    WHERE j.queue = %(queue)s AND j.state = 'queued'
+                    ORDER BY coalesce(j.tier, ''), j.priority
+                    LIMIT 1)
+                   UNION ALL
+                   SELECT n.cls, n.priority
+                   FROM groups AS g,
+                        LATERAL (SELECT coalesce(j.tier, '') AS cls, j.priority
+                                 FROM receiptq.jobs AS j
+                                 WHERE j.queue = %(queue)s AND j.state = 'queued'
+                                   AND (coalesce(j.tier, ''), j.priority) > (g.cls, g.priority)
+                                 ORDER BY coalesce(j.tier, ''), j.priority
+                                 LIMIT 1) AS n
+               )
+               SELECT 1 FROM groups AS g
+               WHERE (SELECT j.run_at FROM receiptq.jobs AS j
+                      WHERE j.queue = %(queue)s AND coalesce(j.tier, '') = g.cls
+                        AND j.state = 'queued' AND j.priority = g.priority
+                        AND j.user_round = 0
+                      ORDER BY j.run_at DESC, j.id DESC
+                      LIMIT 1) > now()) AS later;
 
 -- name: queue_set_prefetch
 -- Set (or, with NULL, remove) the jobs of a queue one worker process holds at most.

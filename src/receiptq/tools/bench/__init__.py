@@ -43,7 +43,8 @@ server of the URL, then migrated):
           jobs, 100,000 jobs due hours later and 10,000 dead letters, by set-based
           SQL whose rows copy what a real ``enqueue_many`` wrote for one message of
           each class (then ANALYZE); run the claim the workers would run there
-          (``job_claim_plain`` or ``job_claim_classes``, a claim of threads x 2
+          (``job_claim_classes_later``, as there are jobs not due yet; a claim of
+          threads x 2
           jobs) and ``job_seconds_until_due`` 5 times each under ``EXPLAIN (ANALYZE,
           BUFFERS)`` in a rolled-back transaction: median ms, the indexes the plan
           reads, its buffers; then time the real workers from the first boot to the

@@ -184,8 +184,9 @@ def claim_statement(
     mode: str, policy: TierPolicy, limit: int, lease_s: float
 ) -> tuple[str, dict[str, Any]]:
     """The statement a consumer claims ``limit`` jobs with, and its parameters, as
-    :class:`receiptq.pg.claims.Claimer` builds them: untiered, ``job_claim_plain``;
-    tiered, ``job_claim_classes`` with the quotas of a consumer that found the
+    :class:`receiptq.pg.claims.Claimer` builds them for a queue with jobs not due
+    yet (the backlog's scheduled jobs): ``job_claim_classes_later``; untiered, for
+    the untiered class alone; tiered, with the quotas of a consumer that found the
     untiered class idle (it has no job here) and every tier busy."""
     params: dict[str, Any] = {
         "queue": BENCH_QUEUE,
@@ -193,7 +194,7 @@ def claim_statement(
         "lease_s": lease_s,
     }
     if mode != "tiered":
-        return "job_claim_plain", {
+        return "job_claim_classes_later", {
             **params,
             "classes": [UNTIERED],
             "quotas": [limit],
@@ -204,7 +205,7 @@ def claim_statement(
     classes = policy.classes()
     weights = [policy.weight(c) for c in classes]
     counts = quotas(classes, stride.passes_for(classes), weights, limit, stride.idle)
-    return "job_claim_classes", {**params, "classes": classes, "quotas": counts}
+    return "job_claim_classes_later", {**params, "classes": classes, "quotas": counts}
 
 
 def explain(w: Workload, name: str, params: dict[str, Any]) -> dict[str, Any]:
