@@ -161,3 +161,46 @@ def test_stats_are_written_by_the_flusher_without_closing_the_broker(broker, wor
         "retried": 0,
         "dead_lettered": 0,
     }
+
+
+def test_two_processes_writing_the_same_minutes_never_deadlock(database_url, conn, caplog):
+    """Each worker process writes its counters in one transaction a flush. Rows in the
+    order each process happened to count them deadlocked two processes that counted
+    the same actors in another order (seen at a real worker shutdown: "writing
+    statistics failed (deadlock detected); 2 rows dropped"); in key order they
+    never do."""
+    from receiptq import db
+    from receiptq.pg.flusher import Flusher
+
+    actors = [f"actor-{n:02}" for n in range(40)]
+    rounds = 15
+    pools = [db.open_pool(database_url, max_size=1) for _ in range(2)]
+    flushers = [Flusher(lambda p=pool: p) for pool in pools]
+    barrier = threading.Barrier(2)
+
+    def write(flusher: Flusher, order: list[str]) -> None:
+        for _ in range(rounds):
+            for actor in order:
+                flusher.count("shared", actor, succeeded=1)
+            barrier.wait()
+            flusher._write_stats()
+
+    try:
+        with caplog.at_level("WARNING", logger="receiptq.pg.flusher"):
+            threads = [
+                threading.Thread(target=write, args=(flushers[0], actors)),
+                threading.Thread(target=write, args=(flushers[1], actors[::-1])),
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+    finally:
+        for pool in pools:
+            pool.close()
+    assert [r.getMessage() for r in caplog.records] == []
+    rows = conn.execute(
+        "SELECT actor, sum(succeeded)::int AS n FROM receiptq.stats_minute"
+        " WHERE queue = 'shared' GROUP BY actor ORDER BY actor"
+    ).fetchall()
+    assert rows == [{"actor": actor, "n": 2 * rounds} for actor in actors]

@@ -256,9 +256,11 @@ class Flusher:
             stats, self._stats = self._stats, defaultdict(MinuteCounters)
         if not stats:
             return
+        # In key order: every process's batch (one transaction) then locks the rows it
+        # shares with another's in the same order, so that two never deadlock.
         rows = [
             {"minute": minute, "queue": queue, "actor": actor, **vars(counters)}
-            for (minute, queue, actor), counters in stats.items()
+            for (minute, queue, actor), counters in sorted(stats.items())
         ]
         try:
             with self._pool_getter().connection() as conn:
