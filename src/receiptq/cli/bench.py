@@ -102,8 +102,9 @@ def add_parser(subparsers: Any) -> None:
         "--rounds",
         type=parse_positive_int,
         default=3,
-        help="tiers: pairs of drains, plain and fair, each pair in turn first; the "
-        "fairness cost is the median of the pairs' (default 3)",
+        help="tiers: pairs of drains, plain and fair, the pairs in turn plain first "
+        "and fair first; the fairness cost is the mean of the two orders' median "
+        "costs (default 3)",
     )
     parser.add_argument(
         "--backlog-sizes",
