@@ -53,9 +53,9 @@ ORDER BY queue;
 -- How a queue must be claimed: restricted (paused, capped, or with a capped
 -- actor: through claim_jobs), whether it has queued jobs with a tier (claims
 -- shared across the classes), its prefetch setting (migration 0008), and whether
--- it has jobs not due yet (`later`: then the claim takes job_claim_*_later, which
--- never reads them). Later: per (class, priority) queued (a skip scan), the last
--- round-0 job, where the jobs not due yet wait (two probes a group).
+-- it has jobs not due yet (`later`: then the claims take job_claim_classes_later,
+-- which never reads them). Later: per (class, priority) queued (a skip scan), the
+-- last round-0 job, where the jobs not due yet wait (two probes a group).
 -- Tiered: the greatest class queued, the last entry of the queue in the claim
 -- index (one probe; each consumer asks every poll interval). An EXISTS of a tiered
 -- job was planned as a scan of the table that, on an untiered queue, read every
