@@ -159,10 +159,10 @@ def round_cost(plain: float, fair: float) -> float:
 
 def fairness_cost(costs: list[float]) -> float:
     """The fairness cost over rounds whose pairs took turns going first (odd rounds
-    plain first): the mean of the two orders' median costs. Whichever drain of a
-    pair runs second runs slower on this machine, by as much as the cost itself, so
-    each order's rounds are biased, by the same amount, in opposite directions: the
-    mean of the two cancels it (with 7 rounds, 4 plain first against 3 would not)."""
+    plain first): the mean of the two orders' median costs. On this machine the
+    order of a pair weighs on its round about as much as the cost itself, one way
+    when plain runs first and the other way when fair does: the mean of the two
+    orders cancels that, where the median of all 7 rounds (4 plain first) would not."""
     plain_first, fair_first = costs[0::2], costs[1::2]
     if not fair_first:
         return round(statistics.median(plain_first), 2)
