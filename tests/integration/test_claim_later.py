@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import dramatiq
 import psycopg
 import pytest
 from psycopg.rows import dict_row
@@ -119,3 +120,34 @@ def test_the_claim_path_says_whether_jobs_not_due_yet_are_queued(conn):
     assert later() is True
     conn.execute("UPDATE receiptq.jobs SET run_at = now() WHERE message_id = 's-x'")
     assert later() is False
+
+
+def test_a_consumer_claims_with_the_later_statement_while_jobs_wait(broker, monkeypatch):
+    """The consumer reads ``later`` with its claim settings and passes it on: on a queue
+    with a job not due yet its claims go through job_claim_classes_later, on a queue
+    without one through job_claim_plain."""
+    claims = broker._claims
+    seen: list[tuple[str, bool]] = []
+    claim_classes = claims._claim_classes
+
+    def spy(queue_name: str, classes: list[str], counts: list[int], later: bool) -> Any:
+        seen.append((queue_name, later))
+        return claim_classes(queue_name, classes, counts, later)
+
+    monkeypatch.setattr(claims, "_claim_classes", spy)
+    for queue in ("waits", "ready"):
+        broker.declare_queue(queue)
+        messages = [
+            dramatiq.Message(queue_name=queue, actor_name="noop", args=(n,), kwargs={}, options={})
+            for n in range(3)
+        ]
+        broker.enqueue_many(messages)
+    broker.enqueue_many(
+        [dramatiq.Message(queue_name="waits", actor_name="noop", args=(9,), kwargs={}, options={})],
+        delay=3_600_000,
+    )
+    for queue in ("waits", "ready"):
+        consumer = broker.consume(queue, prefetch=2, timeout=5_000)
+        assert next(consumer) is not None
+        consumer.close()
+    assert seen == [("waits", True)]  # "ready" claimed with job_claim_plain
