@@ -1,15 +1,20 @@
-"""Helpers for tests that run real `dramatiq` worker processes (apps in tests/apps/)."""
+"""Helpers for tests that run real `dramatiq` worker processes (apps in tests/apps/),
+and for tests that read a named statement's plan."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from psycopg.rows import dict_row
+
+from receiptq import db
 from receiptq import processes as receiptq_processes
 
 TESTS = Path(__file__).resolve().parent
@@ -83,3 +88,23 @@ def start_deliveries(broker: Any, *jobs: Any) -> None:
     for job in jobs:
         clock.before_process_message(broker, job)
     broker.heartbeat_now()
+
+
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A plan node and every node under it."""
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def explain(conn: Any, name: str, params: dict[str, Any], options: str = "") -> dict[str, Any]:
+    """The top node of a named statement's plan, ``EXPLAIN (options FORMAT JSON)``
+    (``options`` e.g. ``"ANALYZE, BUFFERS,"``: then the statement runs, so roll back
+    what it writes)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(f"EXPLAIN ({options} FORMAT JSON) ".encode() + db.query(name).encode(), params)
+        row = cur.fetchone()
+    assert row is not None
+    plan = row["QUERY PLAN"]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return plan[0]["Plan"]

@@ -1,22 +1,21 @@
 """Claims on a queue with jobs not due yet. Those jobs wait at round 0 of their
 (class, priority), between its round-0 jobs due now and its users' rounds, so one
 scan in claim order steps over all of them whenever the round-0 jobs due now do not
-fill the claim. On such a queue (queue_claim_path's ``later``) the claim takes the
-``_later`` statements, which read two ranges of the claim index per (class,
+fill the claim. On such a queue (queue_claim_path's ``later``) the claims take
+job_claim_classes_later, which reads two ranges of the claim index per (class,
 priority) instead: the same jobs in the same order, without reading the others."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import dramatiq
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from receiptq import db
 from receiptq.tiers import UNTIERED
+from tests_support import explain
 
 CLAIM = {"worker_id": "host:1:abc", "lease_s": 30.0}
 
@@ -71,11 +70,8 @@ def buffers(conn: psycopg.Connection[Any], statement: str, params: dict[str, Any
     """The buffers a claim statement touches (EXPLAIN (ANALYZE, BUFFERS), rolled back):
     an index entry skipped inside the scan is no row "removed by filter", but its page
     is read."""
-    with conn.transaction(force_rollback=True), conn.cursor(row_factory=dict_row) as cur:
-        sql = b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + db.query(statement).encode()
-        cur.execute(sql, {"queue": "q", **CLAIM, **params})
-        plan = cur.fetchone()["QUERY PLAN"]
-    top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    with conn.transaction(force_rollback=True):
+        top = explain(conn, statement, {"queue": "q", **CLAIM, **params}, "ANALYZE, BUFFERS,")
     return int(top["Shared Hit Blocks"] + top["Shared Read Blocks"])
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -12,14 +11,9 @@ from psycopg.rows import dict_row
 
 import receiptq.tools  # noqa: F401 (loads the tools' named queries: checked too)
 from receiptq import db
+from tests_support import explain, plan_nodes
 
 QUEUES = ["ocr", "matching", "email", "default"]
-
-
-def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from plan_nodes(child)
 
 
 @pytest.fixture
@@ -44,16 +38,6 @@ def seeded(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     )
     conn.execute("ANALYZE receiptq.jobs")
     return conn
-
-
-def explain(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> dict[str, Any]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(b"EXPLAIN (FORMAT JSON) " + db.query(name).encode(), params)
-        row = cur.fetchone()
-    assert row is not None
-    plan = row["QUERY PLAN"]
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    return plan[0]["Plan"]
 
 
 CLAIM = {
@@ -241,12 +225,7 @@ def test_a_bulk_sends_round_bases_read_a_class_s_first_round_once(conn, broker):
     assert broker.enqueue_many(bench_messages(300, "users", users=100)) == 300
     params = {"queues": ["users"] * 100, "classes": [""] * 100}
     params["user_ids"] = [f"user-{n}" for n in range(100)]
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            b"EXPLAIN (ANALYZE, FORMAT JSON) " + db.query("job_user_round_bases").encode(), params
-        )
-        plan = cur.fetchone()["QUERY PLAN"]
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    loops = {n.get("Index Name"): n["Actual Loops"] for n in plan_nodes(plan[0]["Plan"])}
+    plan = explain(conn, "job_user_round_bases", params, "ANALYZE,")
+    loops = {n.get("Index Name"): n["Actual Loops"] for n in plan_nodes(plan)}
     assert loops["jobs_user_round_idx"] == 100
     assert loops["jobs_class_round_idx"] == 1
